@@ -1,0 +1,308 @@
+# -*- coding: utf-8 -*-
+# Copyright: hocker.registry contributors
+# Apache License 2.0 (see LICENSE)
+"""Registry authentication: WWW-Authenticate challenges, bearer tokens, basic credentials.
+
+PRIVATE to the hocker.registry collection: may change at any time.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import base64
+import datetime
+import json
+import re
+import time
+
+from ansible_collections.hocker.registry.plugins.module_utils._registry.errors import (
+    AuthenticationError, RegistryError, TransportError)
+from ansible_collections.hocker.registry.plugins.module_utils._registry.transport import origin, safe_url
+
+try:
+    from urllib.parse import urlencode, urlsplit
+except ImportError:  # pragma: no cover
+    from urllib import urlencode  # type: ignore
+    from urlparse import urlsplit  # type: ignore
+
+MAX_TOKEN_BODY = 1024 * 1024
+MIN_TOKEN_LIFETIME = 60
+CLIENT_ID = "hocker.registry"
+
+_TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_TOKEN68_RE = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+
+
+def parse_challenges(header):
+    """Parse a WWW-Authenticate value (RFC 7235) into [(scheme_lowercase, {param: value})].
+
+    Handles several challenges in one header, quoted strings holding commas and escapes, and
+    case-insensitive schemes and parameter names.
+    """
+    challenges = []
+    text = header or ""
+    pos = 0
+    length = len(text)
+
+    def skip_ws(p):
+        while p < length and text[p] in " \t":
+            p += 1
+        return p
+
+    while pos < length:
+        pos = skip_ws(pos)
+        while pos < length and text[pos] in ", \t":
+            pos += 1
+        match = _TOKEN_RE.match(text, pos)
+        if not match:
+            break
+        scheme = match.group(0).lower()
+        pos = match.end()
+        params = {}
+        while True:
+            save = pos
+            pos = skip_ws(pos)
+            while pos < length and text[pos] in ", \t":
+                pos += 1
+            key_match = _TOKEN_RE.match(text, pos)
+            if not key_match:
+                break
+            after = skip_ws(key_match.end())
+            if after >= length or text[after] != "=":
+                # a new challenge starts here (or a token68 form we do not use)
+                if not params and _TOKEN68_RE.fullmatch(key_match.group(0)) and (after >= length or text[after] == ","):
+                    params[""] = key_match.group(0)
+                    pos = after
+                    continue
+                pos = save
+                break
+            value_pos = skip_ws(after + 1)
+            if value_pos < length and text[value_pos] == '"':
+                value_chars = []
+                p = value_pos + 1
+                while p < length and text[p] != '"':
+                    if text[p] == "\\" and p + 1 < length:
+                        p += 1
+                    value_chars.append(text[p])
+                    p += 1
+                value = "".join(value_chars)
+                pos = p + 1
+            else:
+                value_match = _TOKEN_RE.match(text, value_pos)
+                value = value_match.group(0) if value_match else ""
+                pos = value_match.end() if value_match else value_pos
+            params[key_match.group(0).lower()] = value
+        challenges.append((scheme, params))
+    return challenges
+
+
+def _parse_time(value):
+    if not value or not isinstance(value, str):
+        return None
+    text = value.strip().replace("Z", "+00:00")
+    # Python < 3.11 rejects fractional seconds with other than 3 or 6 digits
+    text = re.sub(r"\.(\d{6})\d+", r".\1", text)
+    try:
+        when = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return when.timestamp()
+
+
+def token_expiry(body, now=None):
+    """Expiry time of a token response: issued_at (or now) + max(expires_in, 60)."""
+    now = time.time() if now is None else now
+    try:
+        lifetime = int(body.get("expires_in") or 0)
+    except (TypeError, ValueError):
+        lifetime = 0
+    lifetime = max(lifetime, MIN_TOKEN_LIFETIME)
+    issued = _parse_time(body.get("issued_at"))
+    if issued is None or issued > now + 300:
+        issued = now
+    return issued + lifetime
+
+
+class Credentials:
+    """What the user gave us (or what was found in a credential store)."""
+
+    def __init__(self, username=None, password=None, token=None, identity_token=None, registry_token=None,
+                 source=None):
+        self.username = username
+        self.password = password
+        self.token = token                      # static bearer token sent to the registry
+        self.identity_token = identity_token    # OAuth2 refresh token, sent only to the realm
+        self.registry_token = registry_token    # docker config "registrytoken", a bearer for the registry
+        self.source = source                    # where these came from, for messages (never the secret)
+
+    @property
+    def has_basic(self):
+        return bool(self.username) and self.password is not None
+
+    @property
+    def empty(self):
+        return not (self.has_basic or self.token or self.identity_token or self.registry_token)
+
+    def secrets(self):
+        return [s for s in (self.password, self.token, self.identity_token, self.registry_token) if s]
+
+
+def basic_header(username, password):
+    raw = ("%s:%s" % (username, password)).encode("utf-8")
+    return "Basic " + base64.b64encode(raw).decode("ascii")
+
+
+class Authenticator:
+    """Holds the authentication state for one registry.
+
+    ``header(scope)`` gives the Authorization value to send; ``challenge(response, scope)`` reacts to a
+    401 and tells whether a retry makes sense.
+    """
+
+    def __init__(self, transport, registry_url, credentials=None):
+        self.transport = transport
+        self.registry_url = registry_url
+        self.registry_origin = origin(registry_url)
+        self.credentials = credentials or Credentials()
+        self.scheme = None          # "basic" or "bearer" once a challenge was seen
+        self.challenge_params = {}
+        self.tokens = {}            # scope -> (token, expiry)
+        self.refresh_token = self.credentials.identity_token
+        static = self.credentials.token or self.credentials.registry_token
+        if static:
+            self.scheme = "static"
+        self.static = static
+
+    def header(self, scope):
+        if self.scheme == "static":
+            return "Bearer " + self.static
+        if self.scheme == "basic" and self.credentials.has_basic:
+            return basic_header(self.credentials.username, self.credentials.password)
+        if self.scheme == "bearer":
+            cached = self.tokens.get(scope)
+            if cached and cached[1] > time.time() + 5:
+                return "Bearer " + cached[0]
+            if cached or self.challenge_params:
+                token = self._fetch_token(scope)
+                return "Bearer " + token
+        return None
+
+    def challenge(self, response, scope, had_header):
+        """Handle a 401 answer. Returns True when the request should be retried with ``header(scope)``."""
+        challenges = parse_challenges(response.headers.get("WWW-Authenticate", ""))
+        by_scheme = dict((s, p) for s, p in reversed(challenges))
+        if self.scheme == "static":
+            return False
+        if "bearer" in by_scheme and by_scheme["bearer"].get("realm"):
+            params = by_scheme["bearer"]
+            insufficient = params.get("error") == "insufficient_scope"
+            first = self.scheme != "bearer"
+            self.scheme = "bearer"
+            self.challenge_params = params
+            if had_header and not insufficient and not first:
+                # the token we sent was refused: drop it and try one fresh token
+                if scope in self.tokens:
+                    del self.tokens[scope]
+                    return True
+                return False
+            if scope in self.tokens and not insufficient:
+                del self.tokens[scope]
+            if insufficient and params.get("scope"):
+                self.tokens.pop(scope, None)
+            return True
+        if "basic" in by_scheme:
+            if self.credentials.has_basic and (self.scheme != "basic" or not had_header):
+                self.scheme = "basic"
+                return True
+            return False
+        return False
+
+    def _fetch_token(self, scope):
+        params = self.challenge_params
+        realm = params.get("realm")
+        service = params.get("service")
+        scopes = [scope]
+        challenge_scope = params.get("scope")
+        if challenge_scope and params.get("error") == "insufficient_scope":
+            for extra in challenge_scope.split(" "):
+                if extra and extra not in scopes:
+                    scopes.insert(0, extra)
+        realm_parts = urlsplit(realm)
+        if realm_parts.scheme not in ("http", "https"):
+            raise AuthenticationError("the registry %s names an unusable token realm %s"
+                                      % (safe_url(self.registry_url), safe_url(realm)))
+        # credentials go to a realm on another origin only over https (or when the registry is plain http)
+        send_secrets = True
+        if realm_parts.scheme != "https" and origin(realm) != self.registry_origin:
+            if urlsplit(self.registry_url).scheme == "https":
+                send_secrets = False
+        creds = self.credentials
+        if not send_secrets and (creds.has_basic or self.refresh_token):
+            raise AuthenticationError("refusing to send credentials for %s to the plain-http token service %s; "
+                                      "the realm must use https" % (safe_url(self.registry_url), safe_url(realm)))
+        body = None
+        if self.refresh_token:
+            body = self._post_token(realm, service, scopes)
+        if body is None:
+            body = self._get_token(realm, service, scopes)
+        token = body.get("access_token") or body.get("token")
+        if not token or not isinstance(token, str):
+            raise AuthenticationError("the token service %s answered without a token" % safe_url(realm))
+        if body.get("refresh_token") and self.refresh_token:
+            self.refresh_token = body["refresh_token"]
+        self.tokens[scope] = (token, token_expiry(body))
+        return token
+
+    def _read_token_response(self, response, realm):
+        data = self.transport.read_body(response, MAX_TOKEN_BODY, "the token service's answer")
+        if response.status_code in (401, 403):
+            raise AuthenticationError("the token service %s rejected the credentials%s (HTTP %d)" % (
+                safe_url(realm), (" from " + self.credentials.source) if self.credentials.source else "",
+                response.status_code))
+        if response.status_code != 200:
+            raise AuthenticationError("the token service %s answered HTTP %d" % (safe_url(realm),
+                                                                                 response.status_code))
+        try:
+            body = json.loads(data.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            raise AuthenticationError("the token service %s answered with something that is not JSON"
+                                      % safe_url(realm))
+        if not isinstance(body, dict):
+            raise AuthenticationError("the token service %s answered with an unexpected JSON value" % safe_url(realm))
+        return body
+
+    def _get_token(self, realm, service, scopes):
+        query = []
+        if service:
+            query.append(("service", service))
+        for s in scopes:
+            query.append(("scope", s))
+        headers = {"Accept": "application/json"}
+        creds = self.credentials
+        if creds.has_basic:
+            headers["Authorization"] = basic_header(creds.username, creds.password)
+            query.append(("account", creds.username))
+        separator = "&" if urlsplit(realm).query else "?"
+        url = realm + (separator + urlencode(query) if query else "")
+        response = self.transport.request("GET", url, headers=headers, auth_origin=origin(realm))
+        return self._read_token_response(response, realm)
+
+    def _post_token(self, realm, service, scopes):
+        form = {"grant_type": "refresh_token", "refresh_token": self.refresh_token, "client_id": CLIENT_ID,
+                "scope": " ".join(scopes)}
+        if service:
+            form["service"] = service
+        response = self.transport.request(
+            "POST", realm, headers={"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"},
+            data=urlencode(form), auth_origin=origin(realm))
+        if response.status_code == 404:
+            response.close()
+            return None
+        return self._read_token_response(response, realm)
+
+
+__all__ = ["parse_challenges", "token_expiry", "Credentials", "Authenticator", "basic_header",
+           "AuthenticationError", "RegistryError", "TransportError"]

@@ -1,0 +1,381 @@
+# -*- coding: utf-8 -*-
+# Copyright: hocker.registry contributors
+# Apache License 2.0 (see LICENSE)
+"""The registry client: manifests, configs and blobs from one repository.
+
+PRIVATE to the hocker.registry collection: may change at any time.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import json
+import re
+
+from ansible_collections.hocker.registry.plugins.module_utils._registry.auth import Authenticator, Credentials
+from ansible_collections.hocker.registry.plugins.module_utils._registry.errors import (
+    AuthenticationError, DigestMismatch, ManifestError, NotFound, PlatformError, RateLimited, TransportError)
+from ansible_collections.hocker.registry.plugins.module_utils._registry.manifest import (
+    ACCEPT, IMAGE_TYPES, INDEX_TYPES, MAX_CONFIG_SIZE, MAX_MANIFEST_SIZE, parse_manifest, verify_digest)
+from ansible_collections.hocker.registry.plugins.module_utils._registry.platform import (
+    Platform, descriptor_platform, host_platform, is_attestation, select)
+from ansible_collections.hocker.registry.plugins.module_utils._registry.transport import Transport, origin, safe_url
+
+MAX_ERROR_BODY = 1024 * 1024
+MAX_INDEX_DEPTH = 4
+_WARNING_RE = re.compile(r'^\s*299\s+\S+\s+"((?:[^"\\]|\\.)*)"')
+_NOT_FOUND_CODES = ("MANIFEST_UNKNOWN", "NAME_UNKNOWN", "BLOB_UNKNOWN")
+
+
+class Resolved:
+    """What a reference resolved to for one platform."""
+
+    def __init__(self, top, image, platform, leaves=None):
+        self.top = top              # the manifest the reference names (index or image)
+        self.image = image          # the selected image manifest
+        self.platform = platform    # "os/arch[/variant]" of the selection
+        self.leaves = leaves or []  # [(Platform, descriptor)] of every image in the index
+        self.config_bytes = None
+
+    @property
+    def digest(self):
+        return self.top.digest
+
+    @property
+    def manifest_digest(self):
+        return self.image.digest
+
+    @property
+    def config_digest(self):
+        return self.image.config.get("digest")
+
+    @property
+    def platforms(self):
+        return [str(p) for p, _d in self.leaves]
+
+
+def _platform_text(plat_dict):
+    text = "%s/%s" % (plat_dict.get("os"), plat_dict.get("architecture"))
+    if plat_dict.get("variant"):
+        text += "/" + plat_dict["variant"]
+    return text
+
+
+class RegistryClient:
+    """Talks to one repository of one registry."""
+
+    def __init__(self, reference, credentials=None, validate_certs=True, ca_path=None, client_cert=None,
+                 client_key=None, timeout=60, retries=3, warn=None, transport=None, tls_for_host=None):
+        self.reference = reference
+        self.warnings = []
+        self._warned = set()
+        self._user_warn = warn
+        self.credentials = credentials or Credentials()
+        self.transport = transport or Transport(
+            timeout=timeout, retries=retries, validate_certs=validate_certs, ca_path=ca_path,
+            client_cert=client_cert, client_key=client_key, warn=self.warn, tls_for_host=tls_for_host)
+        self._base_url = None
+        self._auth = None
+        self.scope = "repository:%s:pull" % reference.repository
+
+    # ------------------------------------------------------------------ plumbing
+    def warn(self, message):
+        if message in self._warned:
+            return
+        self._warned.add(message)
+        self.warnings.append(message)
+        if self._user_warn:
+            self._user_warn(message)
+
+    @property
+    def bytes_downloaded(self):
+        return self.transport.bytes_downloaded
+
+    def add_downloaded(self, count):
+        self.transport.bytes_downloaded += count
+
+    @property
+    def base_url(self):
+        if self._base_url is None:
+            self._base_url = self._discover_base_url()
+            self._auth = Authenticator(self.transport, self._base_url, self.credentials)
+        return self._base_url
+
+    def _discover_base_url(self):
+        candidates = self.reference.base_urls()
+        if len(candidates) == 1:
+            return candidates[0]
+        # loopback registry named in the image: https first, then plain http, like docker
+        first, fallback = candidates
+        try:
+            response = self.transport.request("GET", first + "/v2/", retry=False)
+            response.close()
+            return first
+        except TransportError as exc:
+            if exc.details.get("tls") and not exc.details.get("plain_http"):
+                raise
+            return fallback
+
+    def _request(self, method, path, headers=None, stream=True, allow_status=(200,)):
+        base = self.base_url
+        url = base + path
+        auth_origin = origin(base)
+        response = None
+        for _attempt in range(3):
+            send = dict(headers or {})
+            value = self._auth.header(self.scope)
+            if value:
+                send["Authorization"] = value
+            response = self.transport.request(method, url, headers=send, stream=stream, auth_origin=auth_origin)
+            self._collect_warnings(response)
+            if response.status_code == 401 and self._auth.challenge(response, self.scope, bool(value)):
+                response.close()
+                continue
+            break
+        return response
+
+    def _collect_warnings(self, response):
+        for value in response.headers.get("Warning", "").split(","):
+            match = _WARNING_RE.match(value) if value else None
+            if match:
+                self.warn("registry warning: %s" % match.group(1).replace('\\"', '"'))
+
+    def _error(self, response, what):
+        """Turn a failed response into the right RegistryError."""
+        status = response.status_code
+        errors = []
+        message = ""
+        if response.request is not None and response.request.method != "HEAD":
+            try:
+                body = self.transport.read_body(response, MAX_ERROR_BODY, "the error answer")
+                data = json.loads(body.decode("utf-8"))
+                if isinstance(data, dict):
+                    errors = [e for e in data.get("errors") or [] if isinstance(e, dict)]
+                    if not errors and isinstance(data.get("message"), str):
+                        message = data["message"]
+            except (TransportError, ValueError, UnicodeDecodeError):
+                pass
+        response.close()
+        codes = [str(e.get("code", "")).upper() for e in errors]
+        if errors:
+            message = "; ".join("%s: %s" % (e.get("code", "?"), e.get("message", "")) for e in errors)
+        registry = self.reference.display_registry
+        repo = self.reference.repository
+        suffix = (" (%s)" % message[:500]) if message else ""
+        if status == 404 or any(c in _NOT_FOUND_CODES for c in codes):
+            return NotFound("%s not found in %s on %s%s" % (what, repo, registry, suffix), status=status)
+        if status == 429 or "TOOMANYREQUESTS" in codes:
+            limits = []
+            for header in ("ratelimit-limit", "ratelimit-remaining", "ratelimit-reset"):
+                if response.headers.get(header):
+                    limits.append("%s: %s" % (header, response.headers[header]))
+            return RateLimited("%s is rate limiting requests for %s (HTTP 429, still after %d retries)%s%s" % (
+                registry, what, self.transport.retries, suffix, (" [" + ", ".join(limits) + "]") if limits else ""))
+        if status == 401 or "UNAUTHORIZED" in codes:
+            if self.credentials.empty:
+                return AuthenticationError(
+                    "%s requires authentication to pull %s (or the repository does not exist); give username "
+                    "and password or token, or log in with docker login%s" % (registry, repo, suffix), status=status)
+            source = (" from " + self.credentials.source) if self.credentials.source else ""
+            return AuthenticationError("%s rejected the credentials%s for %s (or the repository does not "
+                                       "exist)%s" % (registry, source, repo, suffix), status=status)
+        if status == 403 or "DENIED" in codes:
+            return AuthenticationError("%s denied access to %s%s" % (registry, repo, suffix), status=status)
+        return TransportError("%s answered HTTP %d for %s%s" % (registry, status, what, suffix), status=status)
+
+    def _fetch_small(self, path, headers, limit, what):
+        """GET a small body, retrying transient failures of the body too."""
+        attempt = 0
+        while True:
+            response = self._request("GET", path, headers=headers)
+            if response.status_code != 200:
+                raise self._error(response, what)
+            try:
+                return response, self.transport.read_body(response, limit, what)
+            except TransportError as exc:
+                if exc.details.get("too_large"):
+                    raise ManifestError("%s is larger than the %d MiB limit" % (what, limit // (1024 * 1024)))
+                if not exc.details.get("retryable") or attempt >= self.transport.retries:
+                    raise
+                attempt += 1
+                self.warn("%s; retrying" % exc.msg)
+
+    # ------------------------------------------------------------------ manifests
+    def head_manifest(self, ref=None):
+        """(digest, media_type, size) from a HEAD request, or None when the registry does not say."""
+        ref = ref or self.reference.ref
+        response = self._request("HEAD", "/v2/%s/manifests/%s" % (self.reference.repository, ref),
+                                 headers={"Accept": ACCEPT})
+        if response.status_code == 200:
+            response.close()
+            digest = response.headers.get("Docker-Content-Digest")
+            if not digest:
+                return None
+            if ref.startswith("sha256:") and digest != ref:
+                return None
+            ctype = response.headers.get("Content-Type", "").split(";", 1)[0].strip()
+            try:
+                size = int(response.headers.get("Content-Length", "-1"))
+            except ValueError:
+                size = -1
+            return digest, ctype, size
+        if response.status_code in (404, 401, 403, 429):
+            raise self._error(response, "manifest %s" % ref)
+        response.close()
+        return None
+
+    def get_manifest(self, ref=None, what=None):
+        """Fetch and verify a manifest (tag or digest)."""
+        ref = ref or self.reference.ref
+        what = what or "manifest %s" % ref
+        response, raw = self._fetch_small("/v2/%s/manifests/%s" % (self.reference.repository, ref),
+                                          {"Accept": ACCEPT}, MAX_MANIFEST_SIZE, what)
+        expected = ref if ":" in ref else None
+        manifest = parse_manifest(raw, response.headers.get("Content-Type"), expected, what)
+        header = response.headers.get("Docker-Content-Digest")
+        if not expected and header and header != manifest.digest:
+            self.warn("the registry announced digest %s for %s but the bytes received hash to %s; using %s"
+                      % (header, what, manifest.digest, manifest.digest))
+        return manifest
+
+    def leaves(self, index, depth=0):
+        """[(Platform, descriptor)] for every runnable image of an index, nested indexes followed."""
+        found = []
+        for descriptor in index.manifests:
+            if not isinstance(descriptor, dict) or is_attestation(descriptor):
+                continue
+            media_type = descriptor.get("mediaType")
+            if media_type in INDEX_TYPES:
+                if depth >= MAX_INDEX_DEPTH:
+                    raise ManifestError("image indexes are nested more than %d deep" % MAX_INDEX_DEPTH)
+                nested = self.get_manifest(descriptor.get("digest"), "nested index %s" % descriptor.get("digest"))
+                if not nested.is_index:
+                    raise ManifestError("index entry %s is not an index" % descriptor.get("digest"))
+                found.extend(self.leaves(nested, depth + 1))
+            elif media_type in IMAGE_TYPES or media_type is None:
+                plat = descriptor_platform(descriptor)
+                if plat is not None:
+                    found.append((plat, descriptor))
+        return found
+
+    def resolve(self, platform=None, check_config=True):
+        """Resolve the reference to one image manifest for ``platform`` (a Platform; default: this host).
+
+        For a single-platform image the config is fetched to check its os/architecture, unless
+        ``check_config`` is false (check mode fetches no blob).
+        """
+        want = platform or host_platform()
+        top = self.get_manifest()
+        if top.is_index:
+            leaves = self.leaves(top)
+            plat, descriptor = select(leaves, want)
+            image = self.get_manifest(descriptor["digest"], "manifest %s (%s)" % (descriptor["digest"], plat))
+            if image.is_index:
+                raise ManifestError("index entry %s is itself an index" % descriptor["digest"])
+            return Resolved(top, image, _platform_text(descriptor.get("platform") or {}), leaves)
+        resolved = Resolved(top, top, None)
+        if not check_config:
+            return resolved
+        config = self.get_config(resolved)
+        plat = Platform.from_dict(config)
+        if plat.os and plat.architecture:
+            resolved.platform = str(plat)
+            resolved.leaves = [(plat, top.descriptor())]
+            if want.rank(plat) is None:
+                raise PlatformError("the image %s is for %s only, not for %s; set platform to %s to fetch it anyway"
+                                    % (self.reference, plat, want, plat))
+        return resolved
+
+    def resolve_all(self):
+        """Every image of the reference: [(platform text, image Manifest)] plus the top manifest."""
+        top = self.get_manifest()
+        if not top.is_index:
+            config = json.loads(self.get_blob_bytes(top.config, MAX_CONFIG_SIZE, "config").decode("utf-8"))
+            return top, [(str(Platform.from_dict(config)), top)]
+        images = []
+        for plat, descriptor in self.leaves(top):
+            images.append((_platform_text(descriptor.get("platform") or {}),
+                           self.get_manifest(descriptor["digest"])))
+        return top, images
+
+    # ------------------------------------------------------------------ blobs
+    def get_blob_bytes(self, descriptor, limit=MAX_CONFIG_SIZE, what="blob"):
+        """Fetch a small blob (a config) and verify its digest and size."""
+        digest = descriptor["digest"] if isinstance(descriptor, dict) else descriptor
+        size = descriptor.get("size") if isinstance(descriptor, dict) else None
+        if isinstance(size, int) and size > limit:
+            raise ManifestError("%s %s is larger than the %d MiB limit" % (what, digest, limit // (1024 * 1024)))
+        _response, data = self._fetch_small("/v2/%s/blobs/%s" % (self.reference.repository, digest),
+                                            {"Accept-Encoding": "identity"}, limit, "%s %s" % (what, digest))
+        verify_digest(data, digest, "%s %s" % (what, digest))
+        if isinstance(size, int) and size != len(data):
+            raise DigestMismatch("%s %s has %d bytes, its descriptor says %d" % (what, digest, len(data), size))
+        return data
+
+    def get_config(self, resolved):
+        """The config JSON (parsed) of a resolved image; the bytes stay in ``resolved.config_bytes``."""
+        if resolved.config_bytes is None:
+            config_descriptor = resolved.image.config
+            if not config_descriptor.get("digest"):
+                raise ManifestError("manifest %s has no config digest" % resolved.image.digest)
+            resolved.config_bytes = self.get_blob_bytes(config_descriptor, MAX_CONFIG_SIZE, "config")
+        try:
+            config = json.loads(resolved.config_bytes.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            raise ManifestError("config %s is not valid JSON" % resolved.config_digest)
+        if not isinstance(config, dict):
+            raise ManifestError("config %s is not a JSON object" % resolved.config_digest)
+        return config
+
+    def open_blob(self, digest, offset=0):
+        """Start streaming a blob (raw bytes, no content decoding). Returns the response (200 or 206)."""
+        headers = {"Accept-Encoding": "identity"}
+        if offset:
+            headers["Range"] = "bytes=%d-" % offset
+        response = self._request("GET", "/v2/%s/blobs/%s" % (self.reference.repository, digest), headers=headers)
+        if response.status_code in (200, 206):
+            return response
+        if response.status_code == 416 and offset:
+            response.close()
+            return response
+        raise self._error(response, "blob %s" % digest)
+
+    def open_url(self, url, offset=0):
+        """Stream a blob from a foreign URL, never with registry credentials."""
+        headers = {"Accept-Encoding": "identity"}
+        if offset:
+            headers["Range"] = "bytes=%d-" % offset
+        response = self.transport.request("GET", url, headers=headers, stream=True, auth_origin="none:")
+        if response.status_code in (200, 206):
+            return response
+        response.close()
+        raise TransportError("%s answered HTTP %d" % (safe_url(url), response.status_code))
+
+    def list_tags(self, limit=None):
+        """All tags (following Link pagination), at most ``limit``."""
+        tags = []
+        path = "/v2/%s/tags/list" % self.reference.repository
+        if limit:
+            path += "?n=%d" % min(limit, 1000)
+        while path:
+            response, raw = self._fetch_small(path, {"Accept": "application/json"}, MAX_MANIFEST_SIZE, "tag list")
+            try:
+                data = json.loads(raw.decode("utf-8"))
+            except (ValueError, UnicodeDecodeError):
+                raise ManifestError("the tag list is not valid JSON")
+            tags.extend(t for t in (data.get("tags") or []) if isinstance(t, str))
+            if limit and len(tags) >= limit:
+                return tags[:limit]
+            link = response.headers.get("Link", "")
+            match = re.search(r"<([^>]+)>\s*;\s*rel=\"?next\"?", link)
+            path = None
+            if match:
+                target = match.group(1)
+                if target.startswith(self.base_url):
+                    target = target[len(self.base_url):]
+                path = target if target.startswith("/v2/") else None
+        return tags
+
+    def close(self):
+        self.transport.close()

@@ -1,0 +1,71 @@
+# -*- coding: utf-8 -*-
+# Copyright: hocker.registry contributors
+# Apache License 2.0 (see LICENSE)
+"""Errors raised by the registry client.
+
+PRIVATE to the hocker.registry collection: may change at any time.
+
+``str(error)`` is the message shown to users. It never contains credentials.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+
+class RegistryError(Exception):
+    """Base class of every error raised by the client."""
+
+    def __init__(self, msg, **details):
+        super(RegistryError, self).__init__(msg)
+        self.msg = msg
+        self.details = details
+
+    def __str__(self):
+        return self.msg
+
+
+class InvalidReference(RegistryError):
+    """An image reference, registry URL, tag, digest or platform that cannot be used."""
+
+
+class NotFound(RegistryError):
+    """The repository, tag, manifest or blob does not exist (or is hidden from these credentials)."""
+
+
+class AuthenticationError(RegistryError):
+    """Credentials missing, wrong, or not allowed to pull."""
+
+
+class RateLimited(RegistryError):
+    """The registry kept answering 429 after every retry."""
+
+
+class TransportError(RegistryError):
+    """Connection, TLS, timeout, redirect or protocol failure."""
+
+
+class DigestMismatch(RegistryError):
+    """Content did not hash to the digest it was requested by."""
+
+
+class PlatformError(RegistryError):
+    """No manifest for the requested platform."""
+
+
+class ManifestError(RegistryError):
+    """A manifest or config that is invalid, too large or of an unsupported kind."""
+
+
+class OfflineError(RegistryError):
+    """Offline mode and the blob store lacks something."""
+
+
+class MissingLibrary(RegistryError):
+    """A Python library needed for this operation is not installed."""
+
+    def __init__(self, library, import_error=None, reason=None):
+        msg = "the Python library %s is required%s" % (library, (" " + reason) if reason else "")
+        super(MissingLibrary, self).__init__(msg)
+        self.library = library
+        self.import_error = import_error

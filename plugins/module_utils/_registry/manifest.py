@@ -1,0 +1,134 @@
+# -*- coding: utf-8 -*-
+# Copyright: hocker.registry contributors
+# Apache License 2.0 (see LICENSE)
+"""Manifest media types, parsing and digests.
+
+PRIVATE to the hocker.registry collection: may change at any time.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import hashlib
+import json
+
+from ansible_collections.hocker.registry.plugins.module_utils._registry.errors import DigestMismatch, ManifestError
+
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_SCHEMA1 = ("application/vnd.docker.distribution.manifest.v1+json",
+                  "application/vnd.docker.distribution.manifest.v1+prettyjws")
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
+
+DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+DOCKER_LAYER_FOREIGN = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
+OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
+OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+OCI_LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
+
+INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
+IMAGE_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
+MANIFEST_TYPES = INDEX_TYPES + IMAGE_TYPES
+ACCEPT = ", ".join((OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST))
+
+MAX_MANIFEST_SIZE = 4 * 1024 * 1024
+MAX_CONFIG_SIZE = 4 * 1024 * 1024
+
+
+def compute_digest(data, algorithm="sha256"):
+    return "%s:%s" % (algorithm, hashlib.new(algorithm, data).hexdigest())
+
+
+def verify_digest(data, expected, what):
+    algorithm = expected.split(":", 1)[0]
+    actual = compute_digest(data, algorithm)
+    if actual != expected:
+        raise DigestMismatch("%s does not match its digest: expected %s, got %s" % (what, expected, actual))
+    return actual
+
+
+def _shape_media_type(data):
+    if data.get("schemaVersion") == 1 or "signatures" in data or "fsLayers" in data:
+        return DOCKER_SCHEMA1[0]
+    if isinstance(data.get("manifests"), list):
+        return OCI_INDEX
+    config = data.get("config")
+    if isinstance(config, dict):
+        if config.get("mediaType") == DOCKER_CONFIG:
+            return DOCKER_MANIFEST
+        return OCI_MANIFEST
+    return None
+
+
+class Manifest:
+    """A manifest as received: the exact bytes, their digest, the media type and the parsed JSON."""
+
+    def __init__(self, raw, media_type, digest, data):
+        self.raw = raw
+        self.media_type = media_type
+        self.digest = digest
+        self.data = data
+
+    @property
+    def size(self):
+        return len(self.raw)
+
+    @property
+    def is_index(self):
+        return self.media_type in INDEX_TYPES
+
+    @property
+    def config(self):
+        return self.data.get("config") or {}
+
+    @property
+    def layers(self):
+        return list(self.data.get("layers") or [])
+
+    @property
+    def manifests(self):
+        return list(self.data.get("manifests") or [])
+
+    def descriptor(self):
+        return {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
+
+
+def parse_manifest(raw, content_type=None, expected_digest=None, what="manifest"):
+    """Parse manifest bytes; decide the media type (Content-Type, then mediaType, then shape)."""
+    if len(raw) > MAX_MANIFEST_SIZE:
+        raise ManifestError("%s is larger than the 4 MiB limit" % what)
+    algorithm = expected_digest.split(":", 1)[0] if expected_digest else "sha256"
+    digest = compute_digest(raw, algorithm)
+    if expected_digest and digest != expected_digest:
+        raise DigestMismatch("%s does not match the requested digest: expected %s, got %s"
+                             % (what, expected_digest, digest))
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ManifestError("%s is not valid JSON: %s" % (what, exc))
+    if not isinstance(data, dict):
+        raise ManifestError("%s is not a JSON object" % what)
+    ctype = (content_type or "").split(";", 1)[0].strip().lower()
+    field = data.get("mediaType")
+    if ctype in DOCKER_SCHEMA1 or field in DOCKER_SCHEMA1 or _shape_media_type(data) == DOCKER_SCHEMA1[0]:
+        raise ManifestError("%s is a Docker schema 1 manifest, which is deprecated and not supported; "
+                            "push the image again with a current client" % what)
+    if ctype in MANIFEST_TYPES:
+        media_type = ctype
+        if field and field != ctype:
+            raise ManifestError("%s: Content-Type %s does not match its mediaType %s" % (what, ctype, field))
+    elif field in MANIFEST_TYPES:
+        media_type = field
+    else:
+        media_type = _shape_media_type(data)
+        if media_type is None:
+            raise ManifestError("%s has an unsupported media type %r" % (what, field or ctype or "unknown"))
+    if media_type in IMAGE_TYPES and not isinstance(data.get("config"), dict):
+        raise ManifestError("%s has no config descriptor" % what)
+    if media_type in INDEX_TYPES and not isinstance(data.get("manifests"), list):
+        raise ManifestError("%s has no manifests list" % what)
+    return Manifest(raw, media_type, digest, data)

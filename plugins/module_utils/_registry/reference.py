@@ -1,0 +1,279 @@
+# -*- coding: utf-8 -*-
+# Copyright: hocker.registry contributors
+# Apache License 2.0 (see LICENSE)
+"""Image references: parsing and normalisation the way distribution/reference does it.
+
+PRIVATE to the hocker.registry collection: may change at any time.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import ipaddress
+import re
+
+from ansible_collections.hocker.registry.plugins.module_utils._registry.errors import InvalidReference
+
+DOCKER_HUB_HOST = "registry-1.docker.io"
+DOCKER_HUB_ALIASES = ("docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com")
+
+_DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_DOMAIN_NAME = _DOMAIN_COMPONENT + r"(?:\." + _DOMAIN_COMPONENT + r")*"
+_IPV6 = r"\[[a-fA-F0-9:.]+\]"
+_HOST_RE = re.compile(r"^(?:" + _DOMAIN_NAME + "|" + _IPV6 + r")(?::[0-9]+)?$")
+_PATH_COMPONENT_RE = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
+_TAG_RE = re.compile(r"^[\w][\w.-]{0,127}$")
+_DIGEST_RE = re.compile(r"^[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}$")
+_IDENTIFIER_RE = re.compile(r"^[a-f0-9]{64}$")
+_DIGEST_LENGTHS = {"sha256": 64, "sha512": 128}
+MAX_PATH_LENGTH = 255
+
+
+def validate_digest(digest, what="digest"):
+    """Return ``digest`` if it is a usable sha256/sha512 digest, else raise InvalidReference."""
+    if not isinstance(digest, str) or not _DIGEST_RE.match(digest):
+        raise InvalidReference("invalid %s %r: expected sha256:<64 hex digits>" % (what, digest))
+    algorithm, hexpart = digest.split(":", 1)
+    if algorithm not in _DIGEST_LENGTHS:
+        raise InvalidReference("unsupported digest algorithm %r in %s (sha256 and sha512 are supported)"
+                               % (algorithm, what))
+    if len(hexpart) != _DIGEST_LENGTHS[algorithm] or hexpart != hexpart.lower():
+        raise InvalidReference("invalid %s %r: %s needs %d lowercase hex digits"
+                               % (what, digest, algorithm, _DIGEST_LENGTHS[algorithm]))
+    return digest
+
+
+def is_loopback_host(host):
+    """True for localhost, 127.0.0.0/8 and ::1 (``host`` may carry a port or brackets)."""
+    name = split_host_port(host)[0]
+    if name.lower() == "localhost" or name.lower().endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def split_host_port(host):
+    """Split ``host[:port]`` / ``[v6]:port`` into (hostname without brackets, port or None)."""
+    if host.startswith("["):
+        end = host.find("]")
+        name = host[1:end]
+        rest = host[end + 1:]
+        return name, (rest[1:] if rest.startswith(":") else None)
+    if ":" in host:
+        name, port = host.rsplit(":", 1)
+        return name, port
+    return host, None
+
+
+def _check_host(host, original):
+    if not _HOST_RE.match(host):
+        raise InvalidReference("invalid registry host %r in %r" % (host, original))
+    if host.startswith("["):
+        name = split_host_port(host)[0]
+        try:
+            ipaddress.IPv6Address(name)
+        except ValueError:
+            raise InvalidReference("invalid IPv6 address %r in %r" % (name, original))
+    port = split_host_port(host)[1]
+    if port is not None and not (port.isdigit() and 0 < int(port) < 65536):
+        raise InvalidReference("invalid port %r in %r" % (port, original))
+
+
+def _check_path(path, original):
+    if not path:
+        raise InvalidReference("%r names no repository" % (original,))
+    for component in path.split("/"):
+        if not component:
+            raise InvalidReference("invalid repository name %r in %r: empty path component" % (path, original))
+        if not _PATH_COMPONENT_RE.match(component):
+            if component.lower() != component:
+                reason = "repository names must be lowercase"
+            else:
+                reason = "path components may only hold a-z, 0-9 and single separators . _ __ -"
+            raise InvalidReference("invalid repository name %r in %r: %s" % (path, original, reason))
+    if len(path) > MAX_PATH_LENGTH:
+        raise InvalidReference("repository name in %r is longer than %d characters" % (original, MAX_PATH_LENGTH))
+
+
+def _looks_like_domain(component):
+    return ("." in component or ":" in component or component == "localhost"
+            or component.lower() != component)
+
+
+def parse_registry_url(url):
+    """Parse the ``registry`` option: ``[scheme://]host[:port][/v2[/]]`` -> (scheme, host)."""
+    original = url
+    if not isinstance(url, str) or not url.strip():
+        raise InvalidReference("registry must be a URL such as https://registry.example.com")
+    url = url.strip()
+    scheme = "https"
+    match = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://(.*)$", url)
+    if match:
+        scheme = match.group(1).lower()
+        url = match.group(2)
+        if scheme not in ("http", "https"):
+            raise InvalidReference("registry URL %r: only http:// and https:// are supported" % (original,))
+    host, _sep, path = url.partition("/")
+    path = path.strip("/")
+    if path not in ("", "v2"):
+        raise InvalidReference("registry URL %r: a registry URL has no path other than /v2/" % (original,))
+    if "@" in host:
+        raise InvalidReference("registry URL %r: credentials do not belong in the URL; use username/password"
+                               % ("<redacted>",))
+    _check_host(host, original)
+    if host.lower() in DOCKER_HUB_ALIASES:
+        host = DOCKER_HUB_HOST
+    return scheme, host
+
+
+class Reference:
+    """A parsed, normalised image reference."""
+
+    def __init__(self, registry, repository, tag=None, digest=None, scheme="https", display_registry=None):
+        self.registry = registry
+        self.repository = repository
+        self.tag = tag
+        self.digest = digest
+        self.scheme = scheme
+        # the registry as users name it (docker.io for Docker Hub)
+        self.display_registry = display_registry or registry
+
+    @property
+    def ref(self):
+        return self.digest or self.tag or "latest"
+
+    @property
+    def is_docker_hub(self):
+        return self.registry == DOCKER_HUB_HOST
+
+    @property
+    def name(self):
+        return "%s/%s" % (self.registry, self.repository)
+
+    @property
+    def familiar_name(self):
+        if self.is_docker_hub:
+            if self.repository.startswith("library/") and self.repository.count("/") == 1:
+                return self.repository[len("library/"):]
+            return self.repository
+        return "%s/%s" % (self.display_registry, self.repository)
+
+    @property
+    def familiar(self):
+        return "%s:%s" % (self.familiar_name, self.tag or "latest")
+
+    @property
+    def containerd_name(self):
+        """The fully-qualified name containerd and docker's containerd store use (docker.io/library/x:tag)."""
+        domain = "docker.io" if self.is_docker_hub else self.display_registry
+        name = "%s/%s" % (domain, self.repository)
+        if self.tag:
+            return "%s:%s" % (name, self.tag)
+        if self.digest:
+            return "%s@%s" % (name, self.digest)
+        return name + ":latest"
+
+    def base_urls(self):
+        if self.scheme == "auto":
+            return ["https://" + self.registry, "http://" + self.registry]
+        return ["%s://%s" % (self.scheme, self.registry)]
+
+    def with_digest(self, digest):
+        return Reference(self.registry, self.repository, self.tag, digest, self.scheme, self.display_registry)
+
+    def __str__(self):
+        text = self.name
+        if self.tag:
+            text += ":" + self.tag
+        if self.digest:
+            text += "@" + self.digest
+        if not self.tag and not self.digest:
+            text += ":latest"
+        return text
+
+    def __repr__(self):
+        return "Reference(%r)" % str(self)
+
+
+def parse_reference(image, registry=None, tag=None):
+    """Parse ``image`` (and the optional ``registry`` URL and ``tag``) into a Reference.
+
+    Raises InvalidReference with the reason for every rejection.
+    """
+    if not isinstance(image, str) or not image.strip():
+        raise InvalidReference("image must be a non-empty image reference such as library/debian:12")
+    original = image
+    image = image.strip()
+    if any(c.isspace() for c in image):
+        raise InvalidReference("invalid image reference %r: it contains whitespace" % (original,))
+    if "://" in image:
+        raise InvalidReference("invalid image reference %r: give the registry URL in the registry option, "
+                               "not in image" % (original,))
+
+    digest = None
+    if "@" in image:
+        image, digest = image.split("@", 1)
+        validate_digest(digest, "digest in %r" % (original,))
+
+    ref_tag = None
+    last_slash = image.rfind("/")
+    last_colon = image.rfind(":")
+    if last_colon > last_slash:
+        # a ":" after the last "/" separates a tag; but "[::1]:5000" alone has no path
+        candidate = image[last_colon + 1:]
+        if not (image.startswith("[") and "]" in image[last_colon:] and last_slash < 0):
+            ref_tag = candidate
+            image = image[:last_colon]
+            if not _TAG_RE.match(ref_tag):
+                raise InvalidReference("invalid tag %r in %r: tags are up to 128 characters of "
+                                       "letters, digits, _ . - and cannot start with . or -" % (ref_tag, original))
+    if not image:
+        raise InvalidReference("invalid image reference %r: no repository name" % (original,))
+    if _IDENTIFIER_RE.match(image) and not registry:
+        raise InvalidReference("invalid image reference %r: a 64-character hex string is an image ID, "
+                               "not a repository name" % (original,))
+
+    domain = None
+    path = image
+    first, sep, rest = image.partition("/")
+    if sep and _looks_like_domain(first):
+        domain, path = first, rest
+    elif not sep and (image.startswith("[") or _looks_like_domain(image) and ":" in image):
+        raise InvalidReference("invalid image reference %r: it names a registry but no repository" % (original,))
+
+    scheme = "https"
+    display = None
+    if registry:
+        if domain is not None:
+            raise InvalidReference("image %r names a registry (%s) while the registry option is set; give "
+                                   "only the repository path in image" % (original, domain))
+        scheme, host = parse_registry_url(registry)
+        display = host
+    else:
+        if domain is None or domain.lower() in DOCKER_HUB_ALIASES:
+            host = DOCKER_HUB_HOST
+        else:
+            _check_host(domain, original)
+            host = domain
+            display = domain
+            if is_loopback_host(host):
+                scheme = "auto"
+    if host == DOCKER_HUB_HOST:
+        display = "docker.io"
+        if "/" not in path:
+            path = "library/" + path
+    _check_path(path, original)
+
+    if tag is not None:
+        tag = str(tag).strip()
+        if not _TAG_RE.match(tag):
+            raise InvalidReference("invalid tag %r: tags are up to 128 characters of letters, digits, _ . -" % (tag,))
+        if ref_tag is not None and ref_tag != tag:
+            raise InvalidReference("image %r carries tag %r but the tag option says %r" % (original, ref_tag, tag))
+        ref_tag = tag
+    if ref_tag is None and digest is None:
+        ref_tag = "latest"
+    return Reference(host, path, ref_tag, digest, scheme, display)

@@ -1,0 +1,60 @@
+"""Run a hocker.registry module the way Ansible does: a Python process given an args file."""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PYROOT = os.path.join(ROOT, ".build", "pyroot")
+
+
+def ensure_pyroot():
+    coll = os.path.join(PYROOT, "ansible_collections", "hocker")
+    link = os.path.join(coll, "registry")
+    if not os.path.islink(link):
+        os.makedirs(coll, exist_ok=True)
+        try:
+            os.symlink(ROOT, link)
+        except FileExistsError:
+            pass
+    return PYROOT
+
+
+def module_command(name, args_path, python=None):
+    return [python or sys.executable, "-m", "ansible_collections.hocker.registry.plugins.modules." + name, args_path]
+
+
+def run_module(name, args, check=False, diff=False, env=None, timeout=600, python=None, popen_hook=None):
+    """Run module ``name`` with ``args``; return its JSON result plus ``rc`` and ``stderr``.
+
+    A result that is not JSON (a traceback) is returned as {"failed": True, "rc": ..., "raw": stdout}.
+    """
+    ensure_pyroot()
+    payload = dict(args)
+    payload["_ansible_check_mode"] = bool(check)
+    payload["_ansible_diff"] = bool(diff)
+    payload.setdefault("_ansible_remote_tmp", tempfile.gettempdir())
+    fd, path = tempfile.mkstemp(prefix="hocker-args-", suffix=".json")
+    with os.fdopen(fd, "w") as handle:
+        json.dump({"ANSIBLE_MODULE_ARGS": payload}, handle)
+    full_env = dict(os.environ)
+    full_env["PYTHONPATH"] = PYROOT + os.pathsep + full_env.get("PYTHONPATH", "")
+    full_env.update(env or {})
+    try:
+        proc = subprocess.Popen(module_command(name, path, python), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                env=full_env, cwd=tempfile.gettempdir())
+        if popen_hook:
+            popen_hook(proc)
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        os.unlink(path)
+    text = out.decode("utf-8", "replace")
+    try:
+        result = json.loads(text)
+    except ValueError:
+        result = {"failed": True, "raw": text}
+    result["rc"] = proc.returncode
+    result["stderr"] = err.decode("utf-8", "replace")
+    result["stdout_raw"] = text
+    return result
