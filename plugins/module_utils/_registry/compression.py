@@ -1,0 +1,346 @@
+# -*- coding: utf-8 -*-
+# Copyright: hocker.registry contributors
+# Apache License 2.0 (see LICENSE)
+"""Streaming decompression of layer blobs with bounded output.
+
+PRIVATE to the hocker.registry collection: may change at any time.
+
+API
+---
+``detect(first_bytes) -> 'gzip' | 'zstd' | 'none'``
+    Sniff the compression from the first bytes of a blob (gzip ``1f 8b``; zstd frame ``28 b5 2f fd`` or a
+    skippable frame ``5? 2a 4d 18``; anything else is ``none``). Media types are not trusted for this.
+
+``Decompressor(kind='auto', chunk_size=CHUNK_SIZE)``
+    ``kind`` is ``gzip``, ``zstd``, ``none`` or ``auto`` (sniffed from the first 4 bytes fed).
+    ``feed(data)`` returns an iterator of output chunks, each at most ``chunk_size`` bytes, whatever the
+    compression ratio (a gzip or zstd bomb never needs more memory than one chunk). Consume the iterator
+    before the next ``feed``. ``finish()`` returns an iterator of the remaining output and raises
+    ``DecompressionError`` for a truncated gzip stream. Multi-member gzip (eStargz, pigz) and multi-frame
+    zstd with skippable frames (zstd:chunked) are decoded as one stream, like docker and containerd do.
+    ``kind`` (after ``auto`` was resolved) tells what was found.
+
+``decompress_stream(src, dst, kind='auto', read_size=READ_SIZE, expected_digest=None, expected_diff_id=None)``
+    Read ``src`` (a path or a binary file object) to its end, write the decompressed bytes to ``dst`` (a path
+    or a binary file object, may be ``None`` to only hash) and hash both sides in the same pass. Returns a
+    ``DecompressResult`` with ``kind``, ``digest`` and ``size`` (compressed input), ``diff_id`` and
+    ``uncompressed_size`` (output). With ``expected_digest`` / ``expected_diff_id`` a mismatch raises
+    ``DigestMismatch``.
+
+zstd needs the ``zstandard`` library; without it a zstd stream raises ``MissingLibrary``. gzip and
+uncompressed data only need the standard library. zlib, hashlib and file I/O release the GIL on large
+buffers, so several layers can be processed in threads.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import hashlib
+import zlib
+
+from ansible_collections.hocker.registry.plugins.module_utils._registry._compat import require_zstandard
+from ansible_collections.hocker.registry.plugins.module_utils._registry.errors import DigestMismatch, RegistryError
+
+GZIP = "gzip"
+ZSTD = "zstd"
+NONE = "none"
+AUTO = "auto"
+KINDS = (GZIP, ZSTD, NONE)
+
+CHUNK_SIZE = 1024 * 1024       # largest output chunk yielded by Decompressor
+READ_SIZE = 1024 * 1024        # read size of decompress_stream
+
+_GZIP_MAGIC = b"\x1f\x8b"
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+class DecompressionError(RegistryError):
+    """Corrupt or truncated compressed data."""
+
+
+def detect(first_bytes):
+    """Return ``'gzip'``, ``'zstd'`` or ``'none'`` for a blob that starts with ``first_bytes``."""
+    head = bytes(first_bytes[:4])
+    if head[:2] == _GZIP_MAGIC:
+        return GZIP
+    if head == _ZSTD_MAGIC:
+        return ZSTD
+    # skippable frames: magic 0x184D2A50..0x184D2A5F, little endian
+    if len(head) == 4 and head[1:] == b"\x2a\x4d\x18" and (head[0] & 0xF0) == 0x50:
+        return ZSTD
+    return NONE
+
+
+class _Starved(Exception):
+    """Raised by _FeedSource when the zstd reader needs more input than was fed."""
+
+
+class _FeedSource(object):
+    """File-like source for zstandard's stream reader that is filled by ``feed``.
+
+    Between feeds it raises ``_Starved`` instead of returning EOF. The reader's ``read1`` asks its source
+    only while it has produced no output in that call, so nothing is lost when the exception escapes.
+    """
+
+    def __init__(self):
+        self.pending = None
+        self.eof = False
+
+    def read(self, size=-1):
+        data = self.pending
+        if data is None:
+            if self.eof:
+                return b""
+            raise _Starved()
+        self.pending = None
+        return data
+
+
+class Decompressor(object):
+    """Push-style decompressor with bounded output chunks (see the module docstring)."""
+
+    def __init__(self, kind=AUTO, chunk_size=CHUNK_SIZE):
+        if kind not in KINDS and kind != AUTO:
+            raise ValueError("unknown compression %r" % (kind,))
+        if chunk_size < 1:
+            raise ValueError("chunk_size must be positive")
+        self.kind = None
+        self.chunk_size = chunk_size
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self._head = b""           # bytes kept while sniffing for kind=auto
+        self._finished = False
+        self._gz = None
+        self._gz_members = 0
+        self._gz_padding = False
+        self._gz_fed = False
+        self._zsrc = None
+        self._zreader = None
+        if kind != AUTO:
+            self._start(kind)
+
+    # -- set-up ------------------------------------------------------------------------------------------
+    def _start(self, kind):
+        self.kind = kind
+        if kind == GZIP:
+            self._gz = zlib.decompressobj(31)
+        elif kind == ZSTD:
+            zstandard = require_zstandard()
+            self._zsrc = _FeedSource()
+            self._zreader = zstandard.ZstdDecompressor().stream_reader(
+                self._zsrc, read_size=READ_SIZE, read_across_frames=True)
+
+    # -- public ------------------------------------------------------------------------------------------
+    def feed(self, data):
+        """Decompress ``data``; return an iterator of output chunks (each <= chunk_size)."""
+        if self._finished:
+            raise ValueError("feed() after finish()")
+        if not data:
+            return iter(())
+        self.bytes_in += len(data)
+        if self.kind is None:
+            self._head += bytes(data)
+            if len(self._head) < 4:
+                return iter(())
+            self._start(detect(self._head))
+            data, self._head = self._head, b""
+        return self._feed(data)
+
+    def finish(self):
+        """Signal the end of input; return an iterator of the remaining output."""
+        if self._finished:
+            return iter(())
+        self._finished = True
+        return self._finish()
+
+    # -- internals ---------------------------------------------------------------------------------------
+    def _count(self, chunk):
+        self.bytes_out += len(chunk)
+        return chunk
+
+    def _feed(self, data):
+        if self.kind == NONE:
+            return self._feed_none(data)
+        if self.kind == GZIP:
+            return self._feed_gzip(data)
+        return self._feed_zstd(data)
+
+    def _feed_none(self, data):
+        view = memoryview(data)
+        size = self.chunk_size
+        for start in range(0, len(view), size):
+            yield self._count(view[start:start + size])
+
+    def _new_member(self, rest):
+        """Called at the end of a gzip member with the bytes that followed it."""
+        self._gz_members += 1
+        self._gz = zlib.decompressobj(31)
+        self._gz_fed = False
+        if rest and bytes(rest[:2]) != _GZIP_MAGIC[:len(rest[:2])]:
+            self._gz_padding = True
+
+    def _feed_gzip(self, data):
+        limit = self.chunk_size
+        while True:
+            if self._gz_padding:
+                # after the last member only NUL padding is tolerated (like GNU gzip)
+                if bytes(data).strip(b"\0"):
+                    raise DecompressionError("unexpected data after the end of a gzip stream")
+                return
+            gz = self._gz
+            if data:
+                self._gz_fed = True
+            try:
+                out = gz.decompress(data, limit)
+            except zlib.error as exc:
+                raise DecompressionError("invalid gzip data: %s" % exc)
+            if out:
+                yield self._count(out)
+            if gz.eof:
+                data = gz.unused_data
+                self._new_member(data)
+                if not data:
+                    return
+                continue
+            data = gz.unconsumed_tail
+            if not data and len(out) < limit:
+                # all input taken and the output was not capped: nothing more until the next feed
+                return
+
+    def _feed_zstd(self, data):
+        self._zsrc.pending = data
+        return self._drain_zstd()
+
+    def _drain_zstd(self):
+        reader = self._zreader
+        limit = self.chunk_size
+        while True:
+            try:
+                out = reader.read1(limit)
+            except _Starved:
+                return
+            except Exception as exc:   # zstandard.ZstdError
+                raise DecompressionError("invalid zstd data: %s" % exc)
+            if not out:
+                return
+            yield self._count(out)
+
+    def _finish(self):
+        if self.kind is None:
+            # fewer than 4 bytes in total
+            self._start(detect(self._head) if self._head else NONE)
+            head, self._head = self._head, b""
+            if head:
+                for chunk in self._feed(head):
+                    yield chunk
+        if self.kind == GZIP:
+            if not self._gz_padding and (self._gz_fed or self._gz_members == 0):
+                raise DecompressionError("truncated gzip stream")
+        elif self.kind == ZSTD:
+            self._zsrc.eof = True
+            for chunk in self._drain_zstd():
+                yield chunk
+
+
+class DecompressResult(object):
+    """Outcome of ``decompress_stream``."""
+
+    __slots__ = ("kind", "digest", "size", "diff_id", "uncompressed_size")
+
+    def __init__(self, kind, digest, size, diff_id, uncompressed_size):
+        self.kind = kind
+        self.digest = digest
+        self.size = size
+        self.diff_id = diff_id
+        self.uncompressed_size = uncompressed_size
+
+    def as_dict(self):
+        return dict((k, getattr(self, k)) for k in self.__slots__)
+
+    def __repr__(self):
+        return "DecompressResult(%s)" % ", ".join("%s=%r" % (k, getattr(self, k)) for k in self.__slots__)
+
+
+def decompress_stream(src, dst, kind=AUTO, read_size=READ_SIZE, expected_digest=None, expected_diff_id=None):
+    """Decompress ``src`` into ``dst`` hashing both sides in one pass (see the module docstring)."""
+    own_src = own_dst = False
+    if isinstance(src, (str, bytes)):
+        src = open(src, "rb")
+        own_src = True
+    try:
+        if isinstance(dst, (str, bytes)):
+            dst = open(dst, "wb")
+            own_dst = True
+        try:
+            result = _decompress(src, dst, kind, read_size)
+        finally:
+            if own_dst:
+                dst.close()
+    finally:
+        if own_src:
+            src.close()
+    if expected_digest is not None and result.digest != expected_digest:
+        raise DigestMismatch("blob does not match its digest: expected %s, got %s"
+                             % (expected_digest, result.digest))
+    if expected_diff_id is not None and result.diff_id != expected_diff_id:
+        raise DigestMismatch("uncompressed layer does not match its diff_id: expected %s, got %s"
+                             % (expected_diff_id, result.diff_id))
+    return result
+
+
+def _decompress(src, dst, kind, read_size):
+    in_hash = hashlib.sha256()
+    write = dst.write if dst is not None else None
+    buf = bytearray(read_size)
+    view = memoryview(buf)
+    readinto = getattr(src, "readinto", None)
+    size = 0
+
+    if kind == NONE:
+        # identity: both digests are the same
+        while True:
+            n, chunk = _read(src, readinto, view, read_size)
+            if not n:
+                break
+            size += n
+            in_hash.update(chunk)
+            if write is not None:
+                write(chunk)
+        digest = "sha256:" + in_hash.hexdigest()
+        return DecompressResult(NONE, digest, size, digest, size)
+
+    out_hash = hashlib.sha256()
+    out_size = 0
+    dec = Decompressor(kind, chunk_size=max(read_size, CHUNK_SIZE))
+    while True:
+        n, chunk = _read(src, readinto, view, read_size)
+        if not n:
+            break
+        size += n
+        in_hash.update(chunk)
+        for out in dec.feed(chunk):
+            out_size += len(out)
+            out_hash.update(out)
+            if write is not None:
+                write(out)
+    for out in dec.finish():
+        out_size += len(out)
+        out_hash.update(out)
+        if write is not None:
+            write(out)
+    return DecompressResult(dec.kind, "sha256:" + in_hash.hexdigest(), size,
+                            "sha256:" + out_hash.hexdigest(), out_size)
+
+
+def _read(src, readinto, view, read_size):
+    """Read up to read_size bytes; return (n, bytes-like) with n == 0 at EOF."""
+    if readinto is not None:
+        n = readinto(view)
+        if not n:
+            return 0, None
+        return n, view[:n]
+    data = src.read(read_size)
+    if not data:
+        return 0, None
+    return len(data), data
