@@ -22,3 +22,4 @@ _ensure_pyroot()
 for p in (PYROOT, os.path.join(ROOT, "tests")):
     if p not in sys.path:
         sys.path.insert(0, p)
+pytest_plugins = ["testbed.fixtures"]
