@@ -295,7 +295,8 @@ class Registry(object):
             except BaseException:
                 self._stop()
                 raise
-            _live.add(self)
+            if not self.detach:
+                _live.add(self)
             return self
 
     def _start(self):
