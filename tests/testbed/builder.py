@@ -187,28 +187,40 @@ def _walk_entries(roots, prefix=""):
                     yield Entry(arc, mode=0o755 if st.st_mode & 0o111 else 0o644), full
 
 
-def tar_of_directories(roots, max_bytes=None, prefix=""):
-    """Deterministic tar of real directories (sorted walk; regular files, dirs and symlinks only; fixed
-    owner/mtime; modes reduced to 0644/0755). Stops adding files once ``max_bytes`` of file content is
-    reached. Returns ``(tar_bytes, content_bytes, file_count)``."""
-    buf = io.BytesIO()
-    total = count = 0
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
-        for e, full in _walk_entries(roots, prefix):
-            if full is None:
-                tf.addfile(_tarinfo(e))
-                continue
-            if max_bytes is not None and total >= max_bytes:
-                break
-            try:
-                with open(full, "rb") as f:
-                    e.data = f.read()
-            except OSError:
-                continue
-            tf.addfile(_tarinfo(e), io.BytesIO(e.data))
-            total += len(e.data)
-            count += 1
-    return buf.getvalue(), total, count
+def tars_of_directories(roots, layer_bytes, max_bytes=None, prefix=""):
+    """Deterministic tars of real directories (sorted walk; regular files, dirs and symlinks only; fixed
+    owner/mtime; modes reduced to 0644/0755), cut into several tars of about ``layer_bytes`` of file
+    content each; stops once ``max_bytes`` of content is reached. Returns ``([tar_bytes], content_bytes)``."""
+    tars = []
+    total = 0
+    buf = tf = None
+    in_layer = 0
+    for e, full in _walk_entries(roots, prefix):
+        if max_bytes is not None and total >= max_bytes:
+            break
+        if tf is None:
+            buf = io.BytesIO()
+            tf = tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT)
+            in_layer = 0
+        if full is None:
+            tf.addfile(_tarinfo(e))
+            continue
+        try:
+            with open(full, "rb") as f:
+                e.data = f.read()
+        except OSError:
+            continue
+        tf.addfile(_tarinfo(e), io.BytesIO(e.data))
+        total += len(e.data)
+        in_layer += len(e.data)
+        if in_layer >= layer_bytes:
+            tf.close()
+            tars.append(buf.getvalue())
+            tf = None
+    if tf is not None:
+        tf.close()
+        tars.append(buf.getvalue())
+    return tars, total
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -802,17 +814,11 @@ def _build_kind(kind, big_size=300 * MiB, realistic_size=450 * MiB, bomb_size=1 
         roots = ["/usr/share/locale", "/usr/share/doc", "/usr/share/man", "/usr/share/i18n",
                  "/usr/share/perl", "/usr/share/vim", "/usr/share/icons", "/usr/share/cmake-3.25",
                  "/usr/share/zoneinfo", "/usr/share/mime", "/usr/share/X11", "/usr/share/perl5",
-                 "/usr/share/fonts", "/usr/share/java", "/usr/share/common-licenses"]
+                 "/usr/share/fonts", "/usr/share/java", "/usr/share/common-licenses", "/usr/lib/python3",
+                 "/usr/lib/python3.11"]
         roots = [r for r in roots if os.path.isdir(r)]
-        nlayers = 4
-        per = max(1, realistic_size // nlayers)
-        layers, total = [], 0
-        # spread the roots over layers, each layer capped at ``per`` bytes of file content
-        groups = [roots[i::nlayers] for i in range(nlayers)]
-        for g in groups:
-            tar, content, _count = tar_of_directories(g, max_bytes=per)
-            total += content
-            layers.append(layer_from_tar(tar))
+        tars, total = tars_of_directories(roots, layer_bytes=realistic_size // 5, max_bytes=realistic_size)
+        layers = [layer_from_tar(t) for t in tars]
         extra["content_bytes"] = total
         extra["roots"] = roots
         return build_image(layers, fmt="oci"), extra
