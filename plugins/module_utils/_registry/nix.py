@@ -136,10 +136,10 @@ def split_digest(digest, algorithms=("sha256", "sha512")):
     Raises ManifestError for anything else (a digest is the only registry value that reaches URLs and
     file names unescaped, so it is checked strictly).
     """
-    if isinstance(digest, str) and _BARE_HEX_RE.match(digest):
+    if isinstance(digest, str) and _BARE_HEX_RE.fullmatch(digest):
         algorithm, hexpart = "sha256", digest
     else:
-        match = _DIGEST_RE.match(digest) if isinstance(digest, str) else None
+        match = _DIGEST_RE.fullmatch(digest) if isinstance(digest, str) else None
         if not match or len(match.group(2)) != _DIGEST_HEX_LENGTHS[match.group(1)]:
             raise ManifestError("invalid digest %r: expected sha256:<64 lowercase hex digits>" % (digest,))
         algorithm, hexpart = match.group(1), match.group(2)
