@@ -24,6 +24,7 @@ from ansible_collections.hocker.registry.plugins.module_utils._registry.client i
 from ansible_collections.hocker.registry.plugins.module_utils._registry.errors import MissingLibrary, RegistryError
 from ansible_collections.hocker.registry.plugins.module_utils._registry.platform import host_platform, parse_platform
 from ansible_collections.hocker.registry.plugins.module_utils._registry.reference import parse_reference
+from ansible_collections.hocker.registry.plugins.module_utils._registry.store import BlobStore
 
 COMMON_ARGS = dict(
     image=dict(type="str", required=True),
@@ -72,6 +73,7 @@ class RegistryModule:
         self.result = {"changed": False, "bytes_downloaded": 0}
         self._client = None
         self._reference = None
+        self._store = None
 
     # ---------------------------------------------------------------- pieces built from the options
     @property
@@ -107,12 +109,20 @@ class RegistryModule:
         return credentials.lookup(self.reference, params.get("docker_config"), self.warn)
 
     @property
+    def store(self):
+        """The blob store of ``cache_dir`` (None without one)."""
+        if self._store is None and self.params.get("cache_dir"):
+            self._store = BlobStore(self.params["cache_dir"], create=not self.params.get("offline"))
+        return self._store
+
+    @property
     def client(self):
         if self._client is None:
             _compat.require_requests()
             p = self.params
             self._client = RegistryClient(
-                self.reference, credentials=self.credentials(), validate_certs=p["validate_certs"],
+                self.reference, credentials=self.credentials() if not p.get("offline") else None,
+                store=self.store, offline=p.get("offline"), validate_certs=p["validate_certs"],
                 ca_path=p.get("ca_path"), client_cert=p.get("client_cert"), client_key=p.get("client_key"),
                 timeout=p["timeout"], retries=p["retries"], warn=self.warn, tls_for_host=credentials.tls_for_url)
         return self._client

@@ -15,7 +15,8 @@ import re
 
 from ansible_collections.hocker.registry.plugins.module_utils._registry.auth import Authenticator, Credentials
 from ansible_collections.hocker.registry.plugins.module_utils._registry.errors import (
-    AuthenticationError, DigestMismatch, ManifestError, NotFound, PlatformError, RateLimited, TransportError)
+    AuthenticationError, DigestMismatch, ManifestError, NotFound, OfflineError, PlatformError, RateLimited,
+    TransportError)
 from ansible_collections.hocker.registry.plugins.module_utils._registry.manifest import (
     ACCEPT, IMAGE_TYPES, INDEX_TYPES, MAX_CONFIG_SIZE, MAX_MANIFEST_SIZE, parse_manifest, verify_digest)
 from ansible_collections.hocker.registry.plugins.module_utils._registry.platform import (
@@ -66,8 +67,13 @@ class RegistryClient:
     """Talks to one repository of one registry."""
 
     def __init__(self, reference, credentials=None, validate_certs=True, ca_path=None, client_cert=None,
-                 client_key=None, timeout=60, retries=3, warn=None, transport=None, tls_for_host=None):
+                 client_key=None, timeout=60, retries=3, warn=None, transport=None, tls_for_host=None,
+                 store=None, offline=False):
         self.reference = reference
+        self.store = store
+        self.offline = offline
+        if offline and store is None:
+            raise OfflineError("offline mode needs cache_dir (the blob store to work from)")
         self.warnings = []
         self._warned = set()
         self._user_warn = warn
@@ -205,6 +211,8 @@ class RegistryClient:
     def head_manifest(self, ref=None):
         """(digest, media_type, size) from a HEAD request, or None when the registry does not say."""
         ref = ref or self.reference.ref
+        if self.offline:
+            return None
         response = self._request("HEAD", "/v2/%s/manifests/%s" % (self.reference.repository, ref),
                                  headers={"Accept": ACCEPT})
         if response.status_code == 200:
@@ -229,6 +237,10 @@ class RegistryClient:
         """Fetch and verify a manifest (tag or digest)."""
         ref = ref or self.reference.ref
         what = what or "manifest %s" % ref
+        if self.store is not None:
+            stored = self._stored_manifest(ref, what)
+            if stored is not None:
+                return stored
         response, raw = self._fetch_small("/v2/%s/manifests/%s" % (self.reference.repository, ref),
                                           {"Accept": ACCEPT}, MAX_MANIFEST_SIZE, what)
         expected = ref if ":" in ref else None
@@ -237,7 +249,36 @@ class RegistryClient:
         if not expected and header and header != manifest.digest:
             self.warn("the registry announced digest %s for %s but the bytes received hash to %s; using %s"
                       % (header, what, manifest.digest, manifest.digest))
+        if self.store is not None:
+            self.store.put_bytes(raw, manifest.digest)
+            if ref == self.reference.ref:
+                self.store.record_image(self._store_name(ref), manifest.descriptor())
         return manifest
+
+    def _store_name(self, ref):
+        if ":" in ref:
+            return "%s@%s" % (self.reference.name, ref)
+        return "%s:%s" % (self.reference.name, ref)
+
+    def _stored_manifest(self, ref, what):
+        """A manifest from the store: by digest always, by tag only offline (a tag can move)."""
+        media_type = None
+        digest = ref if ":" in ref else None
+        if digest is None:
+            if not self.offline:
+                return None
+            entry = self.store.lookup_image(self._store_name(ref))
+            if entry is None:
+                raise OfflineError("offline: %s is not in the blob store %s; fetch it once with offline=false"
+                                   % (self.reference, self.store.path))
+            digest, media_type = entry.get("digest"), entry.get("mediaType")
+        raw = self.store.read_bytes(digest, MAX_MANIFEST_SIZE)
+        if raw is None:
+            if self.offline:
+                raise OfflineError("offline: %s (%s) is missing from the blob store %s" % (what, digest,
+                                                                                           self.store.path))
+            return None
+        return parse_manifest(raw, media_type, digest, what)
 
     def leaves(self, index, depth=0):
         """[(Platform, descriptor)] for every runnable image of an index, nested indexes followed."""
@@ -306,11 +347,19 @@ class RegistryClient:
         size = descriptor.get("size") if isinstance(descriptor, dict) else None
         if isinstance(size, int) and size > limit:
             raise ManifestError("%s %s is larger than the %d MiB limit" % (what, digest, limit // (1024 * 1024)))
+        if self.store is not None:
+            data = self.store.read_bytes(digest, limit)
+            if data is not None:
+                return data
+            if self.offline:
+                raise OfflineError("offline: %s %s is missing from the blob store %s" % (what, digest, self.store.path))
         _response, data = self._fetch_small("/v2/%s/blobs/%s" % (self.reference.repository, digest),
                                             {"Accept-Encoding": "identity"}, limit, "%s %s" % (what, digest))
         verify_digest(data, digest, "%s %s" % (what, digest))
         if isinstance(size, int) and size != len(data):
             raise DigestMismatch("%s %s has %d bytes, its descriptor says %d" % (what, digest, len(data), size))
+        if self.store is not None:
+            self.store.put_bytes(data, digest)
         return data
 
     def get_config(self, resolved):
@@ -330,6 +379,8 @@ class RegistryClient:
 
     def open_blob(self, digest, offset=0):
         """Start streaming a blob (raw bytes, no content decoding). Returns the response (200 or 206)."""
+        if self.offline:
+            raise OfflineError("offline: blob %s is missing from the blob store %s" % (digest, self.store.path))
         headers = {"Accept-Encoding": "identity"}
         if offset:
             headers["Range"] = "bytes=%d-" % offset
