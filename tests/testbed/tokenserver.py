@@ -255,15 +255,21 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def _send(self, status, body, extra_headers=None):
+        """Prepare a response; it is written by _finish after the request has been recorded (so that a
+        client that got its answer always finds its request in the log)."""
+        self._pending = (status, body, extra_headers or {})
+        return status
+
+    def _finish(self):
+        status, body, extra_headers = self._pending
         data = json.dumps(body).encode("utf-8")
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
-        for k, v in (extra_headers or {}).items():
+        for k, v in extra_headers.items():
             self.send_header(k, v)
         self.end_headers()
         self.wfile.write(data)
-        return status
 
     def _unauthorized(self):
         return self._send(401, {"errors": [{"code": "UNAUTHORIZED", "message": "authentication required"}]},
@@ -278,10 +284,12 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         ts = self.ts
         entry = self._entry("GET")
+        self._pending = (500, {"error": "internal"}, {})
         try:
             entry["status"] = self._get(entry)
         finally:
             ts._record(entry)
+            self._finish()
 
     def _get(self, entry):
         ts = self.ts
@@ -304,10 +312,12 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self.rfile.read(length) if length else b""
         form = parse_qs(raw.decode("utf-8", "replace"), keep_blank_values=True)
         entry = self._entry("POST", form)
+        self._pending = (500, {"error": "internal"}, {})
         try:
             entry["status"] = self._post(entry, form)
         finally:
             ts._record(entry)
+            self._finish()
 
     def _post(self, entry, form):
         ts = self.ts
