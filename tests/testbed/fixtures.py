@@ -28,6 +28,7 @@ def registry_anonymous(tmp_path_factory):
     reg = _session_registry(tmp_path_factory, "anonymous")
     yield reg
     reg.stop()
+    reg.remove_storage()
 
 
 @pytest.fixture(scope="session")
@@ -35,6 +36,7 @@ def registry_basic(tmp_path_factory):
     reg = _session_registry(tmp_path_factory, "basic")
     yield reg
     reg.stop()
+    reg.remove_storage()
 
 
 @pytest.fixture(scope="session")
@@ -42,6 +44,7 @@ def registry_token(tmp_path_factory):
     reg = _session_registry(tmp_path_factory, "token")
     yield reg
     reg.stop()
+    reg.remove_storage()
 
 
 @pytest.fixture(scope="session")
@@ -49,6 +52,7 @@ def registry_mtls(tmp_path_factory):
     reg = _session_registry(tmp_path_factory, "mtls")
     yield reg
     reg.stop()
+    reg.remove_storage()
 
 
 @pytest.fixture
@@ -64,6 +68,7 @@ def fresh_registry(tmp_path):
     yield make
     for reg in started:
         reg.stop()
+        reg.remove_storage()
 
 
 if os.path.exists(os.path.join(os.path.dirname(os.path.abspath(__file__)), "builder.py")):

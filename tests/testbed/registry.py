@@ -179,14 +179,17 @@ class Registry(object):
     """One docker-registry process (plus its token server in ``token`` mode).
 
     ``Registry(mode, workdir=None, *, bind="127.0.0.1", port=0, username="testuser", password=None,
-    realm_scheme="http", token_expires_in=300, detach=False)``
+    realm_scheme="http", token_expires_in=300, detach=False, config_overrides=None)``
+
+    ``config_overrides`` is deep-merged into the generated docker-registry configuration (e.g.
+    ``{"http": {"relativeurls": True}}``).
 
     ``detach=True`` starts the processes in their own session (they survive this Python process; used by
     the CLI); otherwise everything is a child of this process and is stopped at exit at the latest.
     """
 
     def __init__(self, mode, workdir=None, bind="127.0.0.1", port=0, username="testuser", password=None,
-                 realm_scheme="http", token_expires_in=300, detach=False):
+                 realm_scheme="http", token_expires_in=300, detach=False, config_overrides=None):
         if mode not in MODES:
             raise ValueError("unknown registry mode %r (one of %s)" % (mode, ", ".join(MODES)))
         if realm_scheme not in ("http", "https"):
@@ -200,6 +203,7 @@ class Registry(object):
         self.detach = detach
         self.realm_scheme = realm_scheme
         self.token_expires_in = token_expires_in
+        self.config_overrides = config_overrides or {}
         self.service = SERVICE if mode == "token" else None
         self.issuer = ISSUER if mode == "token" else None
         if mode in ("basic", "token"):
@@ -395,6 +399,7 @@ class Registry(object):
         if self.mode == "token":
             cfg["auth"] = {"token": {"realm": self.realm, "service": SERVICE, "issuer": ISSUER,
                                      "rootcertbundle": c.ca_cert}}
+        _merge(cfg, self.config_overrides)
         return cfg
 
     def _write_config(self):
@@ -442,6 +447,11 @@ class Registry(object):
                 time.sleep(0.05)
         finally:
             s.close()
+
+    def remove_storage(self):
+        """Delete the stored images (call after ``stop()`` to free disk space; logs are kept)."""
+        if self.workdir:
+            shutil.rmtree(os.path.join(self.workdir, "storage"), ignore_errors=True)
 
     def stop(self):
         with self._lock:
@@ -642,6 +652,15 @@ class Registry(object):
             with open(self.token_log) as f:
                 return [json.loads(line) for line in f if line.strip()]
         return []
+
+
+def _merge(dst, src):
+    for k, v in src.items():
+        if isinstance(v, dict) and isinstance(dst.get(k), dict):
+            _merge(dst[k], v)
+        else:
+            dst[k] = v
+    return dst
 
 
 class _PortInUse(Exception):

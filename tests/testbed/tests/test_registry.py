@@ -366,3 +366,13 @@ def test_cli_up_status_down(tmp_path):
         except FileNotFoundError:
             pass
     assert _cli("status", *common).returncode == 3
+
+
+def test_config_overrides_and_second_loopback_address(fresh_registry):
+    reg = fresh_registry("basic", bind="127.0.0.2", config_overrides={"http": {"relativeurls": True}})
+    assert reg.host.startswith("127.0.0.2:")
+    assert reg.config()["http"]["relativeurls"] is True and "tls" in reg.config()["http"]
+    s = reg.push_session()
+    r = s.post(reg.url + "/v2/testbed/rel/blobs/uploads/")
+    assert r.status_code == 202 and r.headers["Location"].startswith("/v2/testbed/rel/blobs/uploads/")
+    assert reg.put_blob("testbed/rel", b"relative") == _sha(b"relative")
