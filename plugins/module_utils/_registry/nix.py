@@ -434,6 +434,12 @@ if [ "$status" != 200 ]; then
   echo "hocker-fetch: GET $url: HTTP $status" >&2
   head -c 2000 "$out" >&2 || true
   echo >&2
+  if [ "$status" = 401 ] || [ "$status" = 403 ]; then
+    if [ -z "$user$pass$token" ]; then
+      fail "access denied; credentials needed? set HOCKER_REGISTRY_USERNAME and HOCKER_REGISTRY_PASSWORD (or HOCKER_REGISTRY_TOKEN, or HOCKER_REGISTRY_CREDENTIALS_FILE) in the builder environment"
+    fi
+    fail "access denied: the credentials were rejected or may not pull this repository"
+  fi
   fail "download failed"
 fi
 """
