@@ -8,8 +8,10 @@ header pass through). Rules added with :meth:`FaultProxy.add_rule` change what h
 fault               effect (parameters)
 ==================  =====================================================================================
 ``pass``            forward unchanged (use with ``set_headers`` / ``remove_headers``)
-``reset``           forward, send the headers and ``after_bytes`` body bytes, then reset the TCP
-                    connection (RST). ``after_bytes=None``: reset before any response
+``reset``           forward, send the headers and ``after_bytes`` body bytes, wait until the peer has them
+                    (plus ``grace`` seconds, default 0.25, so its application can read them: a RST
+                    drops unread data), then reset the TCP connection (RST). ``after_bytes=None``:
+                    reset before any response
 ``truncate``        forward, send the headers (declared Content-Length) and ``after_bytes`` body bytes,
                     then close the connection cleanly (FIN)
 ``stall``           sleep ``seconds`` before the response (``after_bytes=None``) or after ``after_bytes``
@@ -21,7 +23,9 @@ fault               effect (parameters)
                     ``retry_after``, ``body`` (bytes/str; default a registry JSON error), ``headers``
 ``redirect``        answer ``status`` (default 307) with ``Location`` from the template ``location``
                     (``{path}`` = path+query, ``{proxy}`` = proxy URL, ``{blob}`` = blob-host URL)
-``redirect_blob``   answer 307 to the blob host on 127.0.0.2 with a one-time-ish "presigned" URL
+``redirect_blob``   ask upstream first; if it answers 200/206, answer 307 to the blob host on 127.0.0.2
+                    with a "presigned" URL instead of relaying the body (else relay upstream's answer,
+                    e.g. a 401 challenge, without using up the rule's count)
 ``loop``            answer ``status`` (default 302) redirecting to the same path again, forever
 ``oversize``        answer ``status`` (default 200) with a ``size``-byte body (a JSON manifest padded with
                     an annotation, or an error JSON for status >= 400); ``chunked=True`` omits
@@ -223,8 +227,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         for _ in self._request_body_iter():
             pass
 
-    def _reset(self):
-        """Abort with a TCP RST, after letting already-written bytes reach the peer."""
+    def _reset(self, grace=0.0):
+        """Abort with a TCP RST, after letting already-written bytes reach the peer (a RST makes the peer's
+        kernel drop data its application has not read yet, hence the ``grace`` period)."""
         sock = self.connection
         deadline = time.monotonic() + 10
         with contextlib.suppress(OSError, ValueError):
@@ -233,6 +238,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 if pending == 0:
                     break
                 time.sleep(0.005)
+        if grace:
+            self.proxy._stopping.wait(grace)
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         with contextlib.suppress(OSError):
@@ -250,7 +257,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         raise _Aborted()
 
     def _sleep(self, seconds):
-        self.proxy._stopping.wait(float(seconds))
+        """Sleep, but give up the connection at once when the proxy is being stopped."""
+        if self.proxy._stopping.wait(float(seconds)):
+            self._close()
 
     # ---- main entry ----------------------------------------------------------------------------------
     def _handle(self):
@@ -362,16 +371,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 body = body.encode("utf-8")
             self._local(status, body, ctype, headers)
             return
-        if fault in ("redirect", "redirect_blob", "loop"):
+        if fault == "redirect_blob":
+            # like a registry in front of object storage: authorise (ask upstream) first, redirect on success
+            self._forward(rule, method, full_path, auth, redirect=True)
+            return
+        if fault in ("redirect", "loop"):
             self._drain()
-            if fault == "redirect_blob":
-                status = int(p.get("status", 307))
-                token = secrets.token_hex(12)
-                with self.proxy._lock:
-                    self.proxy._presigned[token] = self.headers.get("Authorization")
-                sep = "&" if "?" in full_path else "?"
-                location = "%s%s%s%s=%s" % (self.proxy.blob_url, full_path, sep, SIGNATURE_PARAM, token)
-            elif fault == "loop":
+            if fault == "loop":
                 status = int(p.get("status", 302))
                 split = urlsplit(full_path)
                 params = [(k, v) for k, v in parse_qsl(split.query, keep_blank_values=True) if k != LOOP_PARAM]
@@ -431,7 +437,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                     self.proxy._sent(self._entry, len(part))
 
     # ---- forwarding ----------------------------------------------------------------------------------
-    def _forward(self, rule, method, full_path, auth):
+    def _redirect_to_blob_host(self, rule, full_path, extra_headers):
+        p = rule.params
+        token = secrets.token_hex(12)
+        with self.proxy._lock:
+            self.proxy._presigned[token] = self.headers.get("Authorization")
+        sep = "&" if "?" in full_path else "?"
+        location = "%s%s%s%s=%s" % (self.proxy.blob_url, full_path, sep, SIGNATURE_PARAM, token)
+        self._local(int(p.get("status", 307)), b"", None, [("Location", location)] + extra_headers)
+
+    def _forward(self, rule, method, full_path, auth, redirect=False):
         proxy = self.proxy
         conn = proxy._upstream_connection()
         try:
@@ -463,6 +478,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 if te_chunked:
                     conn.send(b"0\r\n\r\n")
             resp = conn.getresponse()
+            if redirect:
+                if resp.status in (200, 206):
+                    self._redirect_to_blob_host(rule, full_path, list((rule.get("set_headers") or {}).items()))
+                    return
+                with self.proxy._lock:  # not redirected: does not use up the rule's count
+                    rule.hits -= 1
+                self._entry["fault"] = None
+                rule = None
             self._relay(rule, resp)
         finally:
             conn.close()
@@ -527,7 +550,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                         cut = action = None
                         continue
                     if action == "reset":
-                        self._reset()
+                        self._reset(float(p.get("grace", 0.25)))
                     self._close()
                 want = min(want, cut - sent)
             data = resp.read(want)
