@@ -7,6 +7,7 @@ API
     (names printed by ``podman load``), ``.images() -> [{'id': 'sha256:...', 'names': [...]}]``,
     ``.mount(name) -> path`` / ``.unmount(name)`` (``podman image mount``), ``.files(name) -> set`` (paths
     in the image's filesystem, relative, without leading ``./``), ``.reset()`` (remove every image).
+    ``.close()`` removes the images and the runroot (kept under /tmp: podman wants it short).
 ``podman_load(archive, workdir) -> [{'id': 'sha256:...', 'names': [...]}]``: load into a fresh store and list.
 ``PrivateContainerd(workdir)``: ``containerd --config`` with its own root/state/socket. ``.start()``,
     ``.stop()``, ``.socket``, ``.ctr(*args)``.
@@ -59,7 +60,11 @@ class Podman(object):
         self.podman = _need("podman")
         self.workdir = os.path.abspath(workdir)
         self.root = os.path.join(self.workdir, "root")
+        # podman refuses a runroot longer than 50 characters, and its database remembers the runroot:
+        # inside workdir when that is short enough, else a fixed short path derived from workdir
         self.runroot = os.path.join(self.workdir, "runroot")
+        if len(self.runroot) > 50:
+            self.runroot = "/tmp/hkpod-" + hashlib.sha256(self.workdir.encode()).hexdigest()[:16]
         self.tmpdir = os.path.join(self.workdir, "tmp")
         for d in (self.root, self.runroot, self.tmpdir):
             os.makedirs(d, exist_ok=True)
@@ -83,13 +88,15 @@ class Podman(object):
 
     def images(self):
         data = json.loads(self.run("images", "--format", "json").stdout.decode() or "[]")
-        result = []
+        # podman lists an image once per name: merge them
+        by_id = {}
         for img in data:
             iid = img.get("Id") or img.get("ID")
             if not iid.startswith("sha256:"):
                 iid = "sha256:" + iid
-            result.append({"id": iid, "names": sorted(img.get("Names") or []), "digest": img.get("Digest")})
-        return result
+            entry = by_id.setdefault(iid, {"id": iid, "names": [], "digest": img.get("Digest")})
+            entry["names"] = sorted(set(entry["names"]) | set(img.get("Names") or []))
+        return [by_id[k] for k in sorted(by_id)]
 
     def mount(self, name):
         return self.run("image", "mount", name).stdout.decode().strip()
@@ -112,12 +119,28 @@ class Podman(object):
     def reset(self):
         self.run("rmi", "--all", "--force")
 
+    def close(self):
+        """Remove every image and the short-lived runroot (the store in workdir is left to the caller)."""
+        try:
+            self.reset()
+        finally:
+            shutil.rmtree(self.runroot, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
 
 def podman_load(archive, workdir):
     """Load ``archive`` into a fresh private podman store; return the images it holds afterwards."""
     podman = Podman(workdir)
-    podman.load(archive)
-    return podman.images()
+    try:
+        podman.load(archive)
+        return podman.images()
+    finally:
+        shutil.rmtree(podman.runroot, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------------------------------

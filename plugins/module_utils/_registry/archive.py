@@ -38,7 +38,8 @@ API
     index, or None) and ``bytes_written`` the size of the output (for oci-dir: the sum of its files).
 
     docker-archive members, in this order: ``oci-layout``, ``index.json``, ``manifest.json`` (Config,
-    RepoTags, Layers, LayerSources for foreign layers), ``repositories``, ``blobs/``, ``blobs/sha256/``,
+    RepoTags (fully qualified, as skopeo writes them), Layers, LayerSources for foreign layers),
+    ``repositories`` (familiar names as given), ``blobs/``, ``blobs/sha256/``,
     the config, the manifest, then each layer blob once. oci-archive: the same without ``manifest.json`` and
     ``repositories``. Layers ``uncompressed``: layer files are named by diff_id and a generated OCI manifest
     (``application/vnd.oci.image.layer.v1.tar``, uncompressed sizes) describes them. Layers
@@ -417,7 +418,11 @@ def plan(images, format="docker-archive", layers="uncompressed", repo_tags=(), n
                 sources[layer.diff_id] = src
             layer_report.append({"digest": layer.digest, "diff_id": layer.diff_id, "size": layer.size,
                                  "media_type": layer.media_type})
-        item = {"Config": _blob_name(image.config_digest), "RepoTags": repo_tags, "Layers": layer_paths}
+        # fully qualified like skopeo writes them: docker shows them familiar anyway, and podman would
+        # name a familiar "app:1" localhost/app:1
+        item = {"Config": _blob_name(image.config_digest),
+                "RepoTags": [normalize_name(_repo_tag(t)[0] + ":" + _repo_tag(t)[1]) for t in repo_tags],
+                "Layers": layer_paths}
         if sources:
             item["LayerSources"] = sources
         docker_items.append(item)

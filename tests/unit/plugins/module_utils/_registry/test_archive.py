@@ -103,7 +103,7 @@ def test_member_order_and_metadata(tmp_path, images):
                         "org.opencontainers.image.ref.name": "v1"}}]
     assert json.loads(index["annotations"]["io.hocker.registry.origin"]) == ORIGIN
     manifest_json = json.loads(data["manifest.json"])
-    assert manifest_json == [{"Config": "blobs/sha256/" + img["config_digest"][7:], "RepoTags": ["app:v1"],
+    assert manifest_json == [{"Config": "blobs/sha256/" + img["config_digest"][7:], "RepoTags": ["docker.io/library/app:v1"],
                               "Layers": ["blobs/sha256/" + d[7:] for d in diff_ids]}]
     assert json.loads(data["repositories"]) == {"app": {"v1": diff_ids[2][7:]}}
     # generated OCI manifest: uncompressed layers named by diff_id
