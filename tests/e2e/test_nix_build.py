@@ -356,7 +356,8 @@ def test_module_fetchdocker_from_registry_parses(registry_anonymous, seeded, tmp
     assert nix.nix_base32_digest(entry["config_digest"]) in res["expression"]
     for layer in entry["layers"]:
         assert layer["digest"][7:] in res["expression"]
-    assert '"%s/v2/testbed/"' % reg.url in res["expression"]  # registry keeps the first path segment
+    assert 'registry = "%s/v2/";' % reg.url in res["expression"]
+    assert 'repository = "testbed";' in res["expression"] and 'imageName = "oci-simple";' in res["expression"]
 
 
 def test_module_saved_index_and_digest_mismatch(tmp_path):
