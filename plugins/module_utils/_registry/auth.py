@@ -171,6 +171,7 @@ class Authenticator:
         self.challenge_params = {}
         self.tokens = {}            # scope -> (token, expiry)
         self.refresh_token = self.credentials.identity_token
+        self.oauth_unsupported = False  # the realm answered 404 to the OAuth2 POST
         static = self.credentials.token or self.credentials.registry_token
         if static:
             self.scheme = "static"
@@ -244,8 +245,9 @@ class Authenticator:
             raise AuthenticationError("refusing to send credentials for %s to the plain-http token service %s; "
                                       "the realm must use https" % (safe_url(self.registry_url), safe_url(realm)))
         body = None
-        if self.refresh_token:
+        if self.refresh_token and not self.oauth_unsupported:
             body = self._post_token(realm, service, scopes)
+            self.oauth_unsupported = body is None
         if body is None:
             body = self._get_token(realm, service, scopes)
         token = body.get("access_token") or body.get("token")
@@ -285,6 +287,13 @@ class Authenticator:
         if creds.has_basic:
             headers["Authorization"] = basic_header(creds.username, creds.password)
             query.append(("account", creds.username))
+        elif self.refresh_token:
+            # the realm has no OAuth2 endpoint (POST answered 404): present the identity token as the
+            # password of a basic login (user name "<token>" when none is known), as the realm is the
+            # only party that ever sees it
+            headers["Authorization"] = basic_header(creds.username or "<token>", self.refresh_token)
+            if creds.username:
+                query.append(("account", creds.username))
         separator = "&" if urlsplit(realm).query else "?"
         url = realm + (separator + urlencode(query) if query else "")
         response = self.transport.request("GET", url, headers=headers, auth_origin=origin(realm))
