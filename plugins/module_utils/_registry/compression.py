@@ -27,6 +27,15 @@ API
     ``uncompressed_size`` (output). With ``expected_digest`` / ``expected_diff_id`` a mismatch raises
     ``DigestMismatch``.
 
+``DecompressWriter(out=None, kind='auto', raw=None, chunk_size=CHUNK_SIZE)``
+    The same as a file-like sink for a download loop: ``write(chunk)`` takes compressed bytes as they arrive
+    (also copied to ``raw`` when given, e.g. the blob store file), decompressed bytes go to ``out``;
+    ``close()`` returns the ``DecompressResult``. ``decompress_stream`` is built on it.
+
+Output chunks may be memoryviews of the input (``none``) or of internal buffers: write or hash them before
+the next ``feed``/``write``. A truncated zstd stream is not detected here (zstandard's reader stops quietly):
+the diff_id check catches it.
+
 zstd needs the ``zstandard`` library; without it a zstd stream raises ``MissingLibrary``. gzip and
 uncompressed data only need the standard library. zlib, hashlib and file I/O release the GIL on large
 buffers, so several layers can be processed in threads.
@@ -289,48 +298,64 @@ def decompress_stream(src, dst, kind=AUTO, read_size=READ_SIZE, expected_digest=
     return result
 
 
+class DecompressWriter(object):
+    """Push-style sink for one blob: see the module docstring."""
+
+    def __init__(self, out=None, kind=AUTO, raw=None, chunk_size=CHUNK_SIZE):
+        self._out = out.write if out is not None else None
+        self._raw = raw.write if raw is not None else None
+        self._dec = Decompressor(kind, chunk_size=chunk_size)
+        self._in_hash = hashlib.sha256()
+        self._out_hash = hashlib.sha256()
+        self.size = 0
+        self.uncompressed_size = 0
+        self.result = None
+
+    def write(self, data):
+        """Take the next compressed bytes; return len(data)."""
+        if self.result is not None:
+            raise ValueError("write() after close()")
+        n = len(data)
+        if not n:
+            return 0
+        self.size += n
+        self._in_hash.update(data)
+        if self._raw is not None:
+            self._raw(data)
+        self._emit(self._dec.feed(data))
+        return n
+
+    def _emit(self, chunks):
+        out = self._out
+        identity = self._dec.kind == NONE
+        for chunk in chunks:
+            self.uncompressed_size += len(chunk)
+            if not identity:
+                self._out_hash.update(chunk)
+            if out is not None:
+                out(chunk)
+
+    def close(self):
+        """End of the blob: flush the decompressor and return the DecompressResult."""
+        if self.result is None:
+            self._emit(self._dec.finish())
+            digest = "sha256:" + self._in_hash.hexdigest()
+            diff_id = digest if self._dec.kind == NONE else "sha256:" + self._out_hash.hexdigest()
+            self.result = DecompressResult(self._dec.kind, digest, self.size, diff_id, self.uncompressed_size)
+        return self.result
+
+
 def _decompress(src, dst, kind, read_size):
-    in_hash = hashlib.sha256()
-    write = dst.write if dst is not None else None
     buf = bytearray(read_size)
     view = memoryview(buf)
     readinto = getattr(src, "readinto", None)
-    size = 0
-
-    if kind == NONE:
-        # identity: both digests are the same
-        while True:
-            n, chunk = _read(src, readinto, view, read_size)
-            if not n:
-                break
-            size += n
-            in_hash.update(chunk)
-            if write is not None:
-                write(chunk)
-        digest = "sha256:" + in_hash.hexdigest()
-        return DecompressResult(NONE, digest, size, digest, size)
-
-    out_hash = hashlib.sha256()
-    out_size = 0
-    dec = Decompressor(kind, chunk_size=max(read_size, CHUNK_SIZE))
+    sink = DecompressWriter(dst, kind, chunk_size=max(read_size, CHUNK_SIZE))
     while True:
         n, chunk = _read(src, readinto, view, read_size)
         if not n:
             break
-        size += n
-        in_hash.update(chunk)
-        for out in dec.feed(chunk):
-            out_size += len(out)
-            out_hash.update(out)
-            if write is not None:
-                write(out)
-    for out in dec.finish():
-        out_size += len(out)
-        out_hash.update(out)
-        if write is not None:
-            write(out)
-    return DecompressResult(dec.kind, "sha256:" + in_hash.hexdigest(), size,
-                            "sha256:" + out_hash.hexdigest(), out_size)
+        sink.write(chunk)
+    return sink.close()
 
 
 def _read(src, readinto, view, read_size):

@@ -212,3 +212,20 @@ def test_unknown_kind_rejected():
     with pytest.raises(ValueError):
         c.Decompressor("bzip2")
     assert os.path.exists(c.__file__)
+
+
+@pytest.mark.parametrize("kind", ["gzip", "zstd", "none"])
+def test_decompress_writer_tees_the_raw_blob(kind):
+    blob = {"gzip": multi_gzip(DATA), "zstd": multi_zstd(DATA), "none": DATA}[kind]
+    out = io.BytesIO()
+    raw = io.BytesIO()
+    sink = c.DecompressWriter(out, raw=raw)
+    for i in range(0, len(blob), 100003):
+        assert sink.write(blob[i:i + 100003]) == len(blob[i:i + 100003])
+    res = sink.close()
+    assert sink.close() is res
+    assert out.getvalue() == DATA and raw.getvalue() == blob
+    assert (res.kind, res.digest, res.size, res.diff_id, res.uncompressed_size) == (
+        kind, sha(blob), len(blob), sha(DATA), len(DATA))
+    with pytest.raises(ValueError):
+        sink.write(b"more")
