@@ -49,10 +49,10 @@ options:
   format:
     description:
       - V(fetchdocker) is hocker-compatible output for nixpkgs' C(fetchdocker) (attributes C(name),
-        C(registry), C(repository), C(imageName), C(tag), C(imageConfig), C(imageLayers)). It needs a tag:
+        C(registry), C(repository), C(imageName), C(tag), C(imageConfig), C(imageLayers)). It needs a tag;
         C(fetchDockerConfig) fetches the config through the tag at build time, and its hash pins the result.
       - In V(fetchdocker) output, the repository path is split so that C(fetchdocker) builds the right URL
-        for any depth, and neither C(repository) nor C(imageName) contains a V(/) (nixpkgs asserts that): the
+        for any depth, and neither C(repository) nor C(imageName) contains a V(/) (nixpkgs asserts that); the
         last two segments of C(v2/<repository path>) become C(repository) and C(imageName), earlier segments
         stay in the C(registry) URL. V(library/debian) gives C(registry=https://registry-1.docker.io/v2/),
         C(repository=library), C(imageName=debian); V(alpine) on C(reg:5000) gives C(registry=https://reg:5000/),
