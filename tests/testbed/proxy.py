@@ -570,6 +570,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 class FaultProxy:
     """Reverse proxy with programmable faults in front of ``upstream_url`` (see the module docstring).
 
+    ``upstream_url`` may also be a testbed ``Registry``: its URL, CA and (mtls) client certificate are used.
+
     ``upstream_ca``: CA bundle to verify an https upstream (``False`` = do not verify);
     ``upstream_client_cert``: ``(cert, key)`` for an mTLS upstream; ``tls``: ``(cert, key)`` to serve https
     on the proxy; ``blob_tls``: the same for the blob host (plain http by default)."""
@@ -577,6 +579,13 @@ class FaultProxy:
     def __init__(self, upstream_url, upstream_ca=None, tls=None, blob_tls=None, host="127.0.0.1",
                  blob_host="127.0.0.2", blob_reject_auth=True, upstream_client_cert=None, timeout=60,
                  start=True):
+        if hasattr(upstream_url, "url"):  # a testbed Registry: take its URL, CA and client certificate
+            reg = upstream_url
+            upstream_url = reg.url
+            if upstream_ca is None and reg.url.startswith("https://"):
+                upstream_ca = getattr(reg, "ca_path", None)
+            if upstream_client_cert is None and getattr(reg, "mode", None) == "mtls":
+                upstream_client_cert = (reg.client_cert, reg.client_key)
         self.upstream_url = upstream_url.rstrip("/")
         u = urlsplit(self.upstream_url)
         self._up_scheme = u.scheme

@@ -327,3 +327,15 @@ def test_whiteout_semantics_documented_and_real(registry_anonymous):
         subprocess.run(["podman", "rmi", "-f", ref], capture_output=True, timeout=120)
     visible = {m.name for m in members(exp.stdout) if m.isfile()}
     assert visible == set(info.extra["visible"])
+
+
+def test_gzip_bomb_default_size_pushes_small_blob(registry_anonymous):
+    info = builder.seed(registry_anonymous, kinds=["gzip-bomb"], repo_prefix="bomb/")["gzip-bomb"]
+    bomb = info.default["layers"][-1]
+    assert bomb["size"] < 2 * 1024 * 1024
+    assert info.extra["inflated_size"] > 1024 * 1024 * 1024
+    blob = get_blob(registry_anonymous.session(), registry_anonymous.url, info.repository, bomb["digest"])
+    assert sha(blob) == bomb["digest"]
+    d = __import__("zlib").decompressobj(31)
+    head = d.decompress(blob[:65536], 2 * 1024 * 1024)
+    assert len(head) == 2 * 1024 * 1024 and head[512:] == bytes(len(head) - 512)

@@ -349,3 +349,13 @@ def test_stop_is_idempotent_and_frees_the_port(upstream):
     px.stop()
     with pytest.raises(requests.ConnectionError):
         requests.get(url + "/v2/", timeout=5)
+
+
+def test_registry_object_as_upstream_mtls(registry_mtls):
+    reg = registry_mtls
+    info = builder.seed(reg, kinds=["oci-simple"], repo_prefix="proxy-mtls/")["oci-simple"]
+    with FaultProxy(reg) as px:
+        # the proxy presents the client certificate upstream; its own side is plain http
+        r = requests.get("%s/v2/%s/manifests/%s" % (px.url, info.repository, info.tag), headers={"Accept": ACCEPT})
+        assert r.status_code == 200 and r.content == info.raw
+        assert px.count("GET", r"/manifests/") == 1
