@@ -76,7 +76,7 @@ options:
     default: true
   ca_path:
     description:
-      - A CA bundle used to verify the registry. Also honoured without this option:
+      - A CA bundle used to verify the registry. Also honoured without this option,
         C(/etc/docker/certs.d/<host[:port]>/) and C(/etc/containers/certs.d/<host[:port]>/).
     type: path
   client_cert:

@@ -106,7 +106,11 @@ class RegistryModule:
         if params.get("username") or params.get("token"):
             return Credentials(username=params.get("username"), password=params.get("password"),
                                token=params.get("token"), source="the module options")
-        return credentials.lookup(self.reference, params.get("docker_config"), self.warn)
+        found = credentials.lookup(self.reference, params.get("docker_config"), self.warn)
+        # a second line of defence: Ansible masks these wherever they might show up
+        for secret in found.secrets():
+            self.module.no_log_values.add(secret)
+        return found
 
     @property
     def store(self):

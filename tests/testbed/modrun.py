@@ -21,12 +21,33 @@ def ensure_pyroot():
     return PYROOT
 
 
-def module_command(name, args_path, python=None):
-    return [python or sys.executable, "-m", "ansible_collections.hocker.registry.plugins.modules." + name, args_path]
+# Peak RSS of the module process itself: VmHWM belongs to the process's own address space (ru_maxrss would
+# also count the parent's memory inherited through fork before exec).
+_RSS_WRAPPER = (
+    "import atexit, runpy, sys\n"
+    "def _hwm():\n"
+    "    with open('/proc/self/status') as f:\n"
+    "        for line in f:\n"
+    "            if line.startswith('VmHWM:'):\n"
+    "                sys.stderr.write('\\nHOCKER_MAXRSS_KB=%d\\n' % int(line.split()[1]))\n"
+    "atexit.register(_hwm)\n"
+    "sys.argv = [sys.argv[1]] + sys.argv[2:]\n"
+    "runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)\n"
+)
 
 
-def run_module(name, args, check=False, diff=False, env=None, timeout=600, python=None, popen_hook=None):
+def module_command(name, args_path, python=None, measure_rss=False):
+    modname = "ansible_collections.hocker.registry.plugins.modules." + name
+    if measure_rss:
+        return [python or sys.executable, "-c", _RSS_WRAPPER, modname, args_path]
+    return [python or sys.executable, "-m", modname, args_path]
+
+
+def run_module(name, args, check=False, diff=False, env=None, timeout=600, python=None, popen_hook=None,
+               measure_rss=False):
     """Run module ``name`` with ``args``; return its JSON result plus ``rc`` and ``stderr``.
+
+    ``measure_rss``: also return ``max_rss_kb``, the module process's peak resident memory.
 
     A result that is not JSON (a traceback) is returned as {"failed": True, "rc": ..., "raw": stdout}.
     """
@@ -42,7 +63,7 @@ def run_module(name, args, check=False, diff=False, env=None, timeout=600, pytho
     full_env["PYTHONPATH"] = PYROOT + os.pathsep + full_env.get("PYTHONPATH", "")
     full_env.update(env or {})
     try:
-        proc = subprocess.Popen(module_command(name, path, python), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        proc = subprocess.Popen(module_command(name, path, python, measure_rss), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 env=full_env, cwd=tempfile.gettempdir())
         if popen_hook:
             popen_hook(proc)
@@ -57,4 +78,8 @@ def run_module(name, args, check=False, diff=False, env=None, timeout=600, pytho
     result["rc"] = proc.returncode
     result["stderr"] = err.decode("utf-8", "replace")
     result["stdout_raw"] = text
+    if measure_rss:
+        marker = result["stderr"].rfind("HOCKER_MAXRSS_KB=")
+        if marker >= 0:
+            result["max_rss_kb"] = int(result["stderr"][marker:].split("=", 1)[1].split()[0])
     return result
