@@ -50,7 +50,8 @@ def _stream_errors():
     return tuple(errors)
 
 
-def _hash_existing(path, algorithm):
+def _replay_partial(path, algorithm, sink):
+    """Hash an existing partial file (and feed it to ``sink``) so the download can continue after it."""
     hasher = hashlib.new(algorithm)
     size = 0
     with open(path, "rb") as handle:
@@ -59,6 +60,8 @@ def _hash_existing(path, algorithm):
             if not block:
                 break
             hasher.update(block)
+            if sink is not None:
+                sink.write(block)
             size += len(block)
     return hasher, size
 
@@ -68,10 +71,18 @@ def _range_start(response):
     return int(match.group(1)) if match else None
 
 
-def download(client, descriptor, partial_path, sources=None):
-    """Download the blob ``descriptor`` into ``partial_path`` (resuming it). Returns DownloadResult.
+class _Attempt(Exception):
+    """A retryable failure while reading a blob body."""
 
-    ``sources``: URLs to try before the registry (foreign layers); they get no registry credentials.
+
+def download(client, descriptor, partial_path=None, sources=None, sink_factory=None):
+    """Download the blob ``descriptor``, verified, resuming where possible. Returns DownloadResult.
+
+    ``partial_path``: the file the raw blob goes to (an existing one is resumed); None keeps no copy.
+    ``sources``: URLs tried before the registry (foreign layers); they get no registry credentials.
+    ``sink_factory``: called (again after a restart from zero) to make an object whose ``write(block)``
+    receives every raw byte in order, e.g. a streaming decompressor; the caller closes the last one.
+    Returns DownloadResult with ``sink`` set to the sink that saw the whole blob.
     """
     digest = descriptor["digest"]
     expected_size = descriptor.get("size")
@@ -84,22 +95,30 @@ def download(client, descriptor, partial_path, sources=None):
     retries = client.transport.retries
     urls = [u for u in (sources or []) if isinstance(u, str) and u.lower().startswith(("http://", "https://"))]
 
+    sink = sink_factory() if sink_factory else None
     hasher = hashlib.new(algorithm)
     offset = 0
     resumed = False
-    if os.path.exists(partial_path):
+    if partial_path and os.path.exists(partial_path):
         if expected_size is not None and os.path.getsize(partial_path) > expected_size:
             os.unlink(partial_path)
         else:
-            hasher, offset = _hash_existing(partial_path, algorithm)
+            hasher, offset = _replay_partial(partial_path, algorithm, sink)
             resumed = offset > 0
+    handle = open(partial_path, "ab" if offset else "wb") if partial_path else None
     fetched = 0
     failures = 0
     url_index = 0
-    while True:
-        if expected_size is not None and offset == expected_size:
-            break
-        try:
+
+    def restart():
+        new_sink = sink_factory() if sink_factory else None
+        if handle is not None:
+            handle.seek(0)
+            handle.truncate()
+        return hashlib.new(algorithm), 0, new_sink
+
+    try:
+        while expected_size is None or offset < expected_size:
             if url_index < len(urls):
                 try:
                     response = client.open_url(urls[url_index], offset)
@@ -109,86 +128,85 @@ def download(client, descriptor, partial_path, sources=None):
                     url_index += 1
                     continue
             else:
-                response = client.open_blob(digest, offset)
-        except NotFound:
-            raise
-        except TransportError as exc:
-            raise TransportError("downloading %s failed: %s" % (digest, exc.msg))
-        try:
+                try:
+                    response = client.open_blob(digest, offset)
+                except TransportError as exc:
+                    raise TransportError("downloading %s failed: %s" % (digest, exc.msg))
             if response.status_code == 416:
-                # the server says the range is not satisfiable: the partial file may be complete or bad
                 response.close()
-                if expected_size is None or offset >= expected_size:
+                if expected_size is None:
                     break
-                hasher, offset, resumed = hashlib.new(algorithm), 0, False
-                _truncate(partial_path)
+                hasher, offset, sink = restart()
+                resumed = False
                 continue
-            if offset and response.status_code == 206 and _range_start(response) != offset:
+            if offset and (response.status_code != 206 or _range_start(response) != offset):
+                # Range ignored or answered for another offset: start again from zero
                 response.close()
-                response = None
-            if offset and (response is None or response.status_code == 200):
-                # Range ignored (or answered for another offset): start again from zero
-                if response is None:
-                    response = client.open_blob(digest, 0) if url_index >= len(urls) else \
-                        client.open_url(urls[url_index], 0)
-                hasher, offset, resumed = hashlib.new(algorithm), 0, False
-                _truncate(partial_path)
-            mode = "ab" if offset else "wb"
-            with open(partial_path, mode) as handle:
-                raw = response.raw
+                hasher, offset, sink = restart()
+                resumed = False
+                continue
+            raw = response.raw
+            try:
                 while True:
-                    block = raw.read(READ_SIZE, decode_content=False)
+                    try:
+                        block = raw.read(READ_SIZE, decode_content=False)
+                    except stream_errors as exc:
+                        raise _Attempt(_short(exc))
                     if not block:
                         break
                     if expected_size is not None and offset + len(block) > expected_size:
-                        response.close()
-                        handle.close()
-                        os.unlink(partial_path)
                         raise DigestMismatch("blob %s is longer than the %d bytes its descriptor says"
                                              % (digest, expected_size))
-                    handle.write(block)
+                    if handle is not None:
+                        handle.write(block)
                     hasher.update(block)
+                    if sink is not None:
+                        sink.write(block)
                     offset += len(block)
                     fetched += len(block)
                     client.add_downloaded(len(block))
-                handle.flush()
-                os.fsync(handle.fileno())
-            response.close()
-            if expected_size is None or offset == expected_size:
-                break
-            raise TransportError("the connection closed after %d of %d bytes" % (offset, expected_size),
-                                 retryable=True)
-        except stream_errors + (TransportError,) as exc:
-            if isinstance(exc, TransportError) and not exc.details.get("retryable"):
-                raise
-            try:
+                if expected_size is not None and offset < expected_size:
+                    raise _Attempt("the connection closed after %d of %d bytes" % (offset, expected_size))
+            except _Attempt as exc:
+                if failures >= retries:
+                    raise TransportError("downloading %s failed after %d retries: %s" % (digest, retries, exc))
+                delay = backoff_delay(failures)
+                failures += 1
+                client.warn("download of %s interrupted at byte %d (%s); resuming (retry %d of %d)"
+                            % (digest, offset, exc, failures, retries))
+                if handle is not None:
+                    handle.flush()
+                client.transport.sleep(delay)
+                resumed = resumed or offset > 0
+                continue
+            finally:
                 response.close()
-            except Exception:  # pylint: disable=broad-except
-                pass
-            if failures >= retries:
-                raise TransportError("downloading %s failed after %d retries: %s" % (digest, retries, _short(exc)))
-            delay = backoff_delay(failures)
-            failures += 1
-            client.warn("download of %s interrupted at byte %d (%s); resuming (retry %d of %d)"
-                        % (digest, offset, _short(exc), failures, retries))
-            client.transport.sleep(delay)
-            if os.path.exists(partial_path):
-                hasher, offset = _hash_existing(partial_path, algorithm)
-            resumed = resumed or offset > 0
+            break
+        if handle is not None:
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException as exc:
+        if handle is not None:
+            handle.close()
+            handle = None
+        if isinstance(exc, DigestMismatch) and partial_path and os.path.exists(partial_path):
+            os.unlink(partial_path)
+        raise
+    finally:
+        if handle is not None:
+            handle.close()
     actual = "%s:%s" % (algorithm, hasher.hexdigest())
     if actual != digest or (expected_size is not None and offset != expected_size):
-        try:
-            os.unlink(partial_path)
-        except OSError:
-            pass
+        if partial_path:
+            try:
+                os.unlink(partial_path)
+            except OSError:
+                pass
         raise DigestMismatch("blob %s failed verification: received %d bytes hashing to %s; nothing was kept"
                              % (digest, offset, actual))
-    return DownloadResult(digest, offset, resumed, fetched)
-
-
-def _truncate(path):
-    with open(path, "wb"):
-        pass
+    result = DownloadResult(digest, offset, resumed, fetched)
+    result.sink = sink
+    return result
 
 
 def _short(exc):
@@ -196,10 +214,10 @@ def _short(exc):
     return text[:200]
 
 
-def fetch_to_store(client, store, descriptor):
+def fetch_to_store(client, store, descriptor, sink_factory=None):
     """Make sure ``descriptor``'s blob is in ``store`` (downloading it, resumably, under the blob's lock).
 
-    Returns (path, DownloadResult or None when it was already there).
+    Returns (path, DownloadResult or None when it was already there). ``sink_factory`` as for download().
     """
     digest = descriptor["digest"]
     size = descriptor.get("size")
@@ -210,6 +228,6 @@ def fetch_to_store(client, store, descriptor):
         if store.has(digest, size):
             return store.blob_path(digest), None
         partial = store.partial_path(digest)
-        result = download(client, descriptor, partial, descriptor.get("urls"))
+        result = download(client, descriptor, partial, descriptor.get("urls"), sink_factory)
         store.commit(partial, digest, verified=True)
         return store.blob_path(digest), result
