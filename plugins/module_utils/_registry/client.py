@@ -12,6 +12,7 @@ __metaclass__ = type
 
 import json
 import re
+import threading
 
 from ansible_collections.hocker.registry.plugins.module_utils._registry.auth import Authenticator, Credentials
 from ansible_collections.hocker.registry.plugins.module_utils._registry.errors import (
@@ -83,6 +84,7 @@ class RegistryClient:
             client_cert=client_cert, client_key=client_key, warn=self.warn, tls_for_host=tls_for_host)
         self._base_url = None
         self._auth = None
+        self._count_lock = threading.Lock()
         self.scope = "repository:%s:pull" % reference.repository
 
     # ------------------------------------------------------------------ plumbing
@@ -99,10 +101,15 @@ class RegistryClient:
         return self.transport.bytes_downloaded
 
     def add_downloaded(self, count):
-        self.transport.bytes_downloaded += count
+        with self._count_lock:
+            self.transport.bytes_downloaded += count
 
     @property
     def base_url(self):
+        with self._count_lock:
+            return self._base()
+
+    def _base(self):
         if self._base_url is None:
             self._base_url = self._discover_base_url()
             self._auth = Authenticator(self.transport, self._base_url, self.credentials)

@@ -1,0 +1,145 @@
+# -*- coding: utf-8 -*-
+# Copyright: hocker.registry contributors
+# Apache License 2.0 (see LICENSE)
+"""Fetch every layer of one or more images, in parallel, ready for an archive writer.
+
+PRIVATE to the hocker.registry collection: may change at any time.
+
+Each worker streams one blob and, for ``uncompressed`` layers, decompresses it on the fly into a temporary
+tar (hashed as it is written, checked against the diff_id), so the network bytes are read once and both cores
+work. With a blob store the raw blob also lands in the store (resumable across runs); blobs already in the
+store are not downloaded again.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import hashlib
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from ansible_collections.hocker.registry.plugins.module_utils._registry.blobs import download, fetch_to_store
+from ansible_collections.hocker.registry.plugins.module_utils._registry.compression import Decompressor
+from ansible_collections.hocker.registry.plugins.module_utils._registry.errors import DigestMismatch
+
+READ_SIZE = 1024 * 1024
+
+
+class _Unpacker:
+    """Decompress written bytes into ``path`` and hash the output."""
+
+    def __init__(self, path):
+        self.path = path
+        self.handle = open(path, "wb")
+        self.decompressor = Decompressor()
+        self.hasher = hashlib.sha256()
+        self.size = 0
+
+    def _emit(self, chunks):
+        for chunk in chunks:
+            self.hasher.update(chunk)
+            self.handle.write(chunk)
+            self.size += len(chunk)
+
+    def write(self, block):
+        self._emit(self.decompressor.feed(block))
+
+    def close(self):
+        try:
+            self._emit(self.decompressor.finish())
+        finally:
+            self.handle.close()
+        return "sha256:" + self.hasher.hexdigest()
+
+    def abandon(self):
+        self.handle.close()
+
+
+class FetchedLayer:
+    def __init__(self, descriptor, diff_id, path, from_cache, resumed):
+        self.descriptor = descriptor
+        self.diff_id = diff_id
+        self.path = path
+        self.from_cache = from_cache
+        self.resumed = resumed
+
+
+def fetch_layers(client, layers, workdir, uncompressed, store=None, max_workers=4):
+    """Fetch ``layers`` (a list of (descriptor, diff_id)); returns {digest: FetchedLayer}.
+
+    Identical blobs are fetched once. Files are created in ``workdir`` (removed by the caller) unless they
+    are the store's own blobs (compressed mode with a store).
+    """
+    unique = {}
+    for descriptor, diff_id in layers:
+        unique.setdefault(descriptor["digest"], (descriptor, diff_id))
+    lock = threading.Lock()
+    open_sinks = []
+
+    def one(item):
+        descriptor, diff_id = item
+        digest = descriptor["digest"]
+        hexpart = digest.split(":", 1)[1]
+        if not uncompressed:
+            if store is not None:
+                path, result = fetch_to_store(client, store, descriptor)
+                return FetchedLayer(descriptor, diff_id, path, result is None, bool(result and result.resumed))
+            path = os.path.join(workdir, hexpart + ".blob")
+            result = download(client, descriptor, path, descriptor.get("urls"))
+            return FetchedLayer(descriptor, diff_id, path, False, result.resumed)
+        out_path = os.path.join(workdir, diff_id.split(":", 1)[1] + ".tar")
+
+        def sink_factory():
+            sink = _Unpacker(out_path)
+            with lock:
+                open_sinks.append(sink)
+            return sink
+
+        from_cache = False
+        resumed = False
+        if store is not None and store.has(digest, descriptor.get("size")):
+            sink = sink_factory()
+            with open(store.blob_path(digest), "rb") as blob:
+                while True:
+                    block = blob.read(READ_SIZE)
+                    if not block:
+                        break
+                    sink.write(block)
+            store.touch(digest)
+            from_cache = True
+        elif store is not None:
+            _path, result = fetch_to_store(client, store, descriptor, sink_factory)
+            if result is None:  # another process stored it meanwhile
+                return one(item)
+            sink, resumed = result.sink, result.resumed
+        else:
+            result = download(client, descriptor, None, descriptor.get("urls"), sink_factory)
+            sink, resumed = result.sink, result.resumed
+        actual = sink.close()
+        if actual != diff_id:
+            if from_cache:
+                store.remove_blob(digest)
+            raise DigestMismatch("layer %s decompresses to %s, but the image config says its diff_id is %s"
+                                 % (digest, actual, diff_id))
+        return FetchedLayer(descriptor, diff_id, out_path, from_cache, resumed)
+
+    results = {}
+    workers = max(1, min(int(max_workers or 1), len(unique) or 1))
+    try:
+        if workers == 1:
+            for digest, item in unique.items():
+                results[digest] = one(item)
+        else:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                futures = dict((digest, pool.submit(one, item)) for digest, item in unique.items())
+                for digest, future in futures.items():
+                    results[digest] = future.result()
+    finally:
+        for sink in open_sinks:
+            try:
+                sink.abandon()
+            except Exception:  # pylint: disable=broad-except
+                pass
+    return results
