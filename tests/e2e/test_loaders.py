@@ -56,40 +56,6 @@ def has_zstd(img):
     return any(li["media_type"].endswith("zstd") for li in img["layers"])
 
 
-@pytest.fixture(scope="session")
-def dockerd(tmp_path_factory):
-    # short path: unix socket paths are limited to 108 bytes
-    workdir = str(tmp_path_factory.mktemp("dockerd"))
-    daemon = PrivateDockerd(workdir)
-    daemon.start()
-    try:
-        yield daemon
-    finally:
-        daemon.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
-@pytest.fixture
-def clean_dockerd(dockerd):
-    dockerd.remove_all()
-    yield dockerd
-    dockerd.remove_all()
-
-
-@pytest.fixture
-def containerd(dockerd):
-    ctr_remove_all(dockerd.containerd, NS)
-    yield dockerd.containerd
-    ctr_remove_all(dockerd.containerd, NS)
-
-
-@pytest.fixture
-def podman(tmp_path):
-    p = Podman(str(tmp_path / "podman"))
-    yield p
-    p.close()
-
-
 def write(tmp_path, img, mode, fmt, compression="none", repo_tags=(TAG,), imgs=None):
     suffix = "" if fmt == "oci-dir" else (".tar.gz" if compression == "gzip" else ".tar")
     dest = str(tmp_path / ("%s-%s%s" % (fmt, mode, suffix)))

@@ -122,7 +122,8 @@ def _entries(files, parents=True):
             for i in range(1, len(parts) + 1):
                 d = "/".join(parts[:i])
                 out.setdefault(d, Entry(d, type="dir"))
-    return [out[k] for k in sorted(out)]
+    # sorted by path, but a hard link always after the file it points to (loaders need the target first)
+    return [out[k] for k in sorted(out, key=lambda k: (out[k].type == "hardlink", k))]
 
 
 def _tarinfo(e):
@@ -153,7 +154,7 @@ def _tarinfo(e):
 def make_tar(files, parents=True):
     """Deterministic tar bytes from ``{path: bytes|str|None(dir)|Entry}`` or a list of :class:`Entry`.
 
-    Members are sorted by path; missing parent directories are added when ``parents``."""
+    Members are sorted by path (hard links last); missing parent directories are added when ``parents``."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
         for e in _entries(files, parents):

@@ -21,16 +21,24 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from ansible_collections.hocker.registry.plugins.module_utils._registry.blobs import download, fetch_to_store
-from ansible_collections.hocker.registry.plugins.module_utils._registry.compression import Decompressor
+from ansible_collections.hocker.registry.plugins.module_utils._registry.compression import (
+    DecompressionError, Decompressor)
 from ansible_collections.hocker.registry.plugins.module_utils._registry.errors import DigestMismatch
 
 READ_SIZE = 1024 * 1024
 
 
 class _Unpacker:
-    """Decompress written bytes into ``path`` and hash the output."""
+    """Decompress written bytes into ``path`` and hash the output.
 
-    def __init__(self, path):
+    Corrupt compressed data stops the decompression but not the download, so that a blob damaged in transit
+    is reported by its digest check; the decompression error is raised by close() only for a blob that is
+    intact yet does not decompress.
+    """
+
+    def __init__(self, path, digest):
+        self.digest = digest
+        self.error = None
         self.path = path
         self.handle = open(path, "wb")
         self.decompressor = Decompressor()
@@ -44,13 +52,22 @@ class _Unpacker:
             self.size += len(chunk)
 
     def write(self, block):
-        self._emit(self.decompressor.feed(block))
+        if self.error is None:
+            try:
+                self._emit(self.decompressor.feed(block))
+            except DecompressionError as exc:
+                self.error = exc
 
     def close(self):
         try:
-            self._emit(self.decompressor.finish())
+            if self.error is None:
+                self._emit(self.decompressor.finish())
+        except DecompressionError as exc:
+            self.error = exc
         finally:
             self.handle.close()
+        if self.error is not None:
+            raise DecompressionError("layer %s cannot be decompressed: %s" % (self.digest, self.error))
         return "sha256:" + self.hasher.hexdigest()
 
     def abandon(self):
@@ -92,7 +109,7 @@ def fetch_layers(client, layers, workdir, uncompressed, store=None, max_workers=
         out_path = os.path.join(workdir, diff_id.split(":", 1)[1] + ".tar")
 
         def sink_factory():
-            sink = _Unpacker(out_path)
+            sink = _Unpacker(out_path, digest)
             with lock:
                 open_sinks.append(sink)
             return sink
