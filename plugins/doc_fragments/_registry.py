@@ -113,7 +113,11 @@ options:
     default: false
   registry_mirrors:
     description:
-      - URLs of registry mirrors tried in order for Docker Hub references before C(registry-1.docker.io).
+      - URLs of registry mirrors (pull-through caches) tried in order for Docker Hub references before
+        C(registry-1.docker.io). A mirror that cannot be reached is skipped for the rest of the run; a mirror
+        that lacks the image or blob passes the request on to the next one.
+      - Mirrors are asked without the credentials meant for Docker Hub (a bearer challenge from a mirror is
+        answered anonymously). RV(source) names the one that served the image.
     type: list
     elements: str
 requirements:

@@ -128,7 +128,8 @@ class RegistryModule:
                 self.reference, credentials=self.credentials() if not p.get("offline") else None,
                 store=self.store, offline=p.get("offline"), validate_certs=p["validate_certs"],
                 ca_path=p.get("ca_path"), client_cert=p.get("client_cert"), client_key=p.get("client_key"),
-                timeout=p["timeout"], retries=p["retries"], warn=self.warn, tls_for_host=credentials.tls_for_url)
+                timeout=p["timeout"], retries=p["retries"], warn=self.warn, tls_for_host=credentials.tls_for_url,
+                mirrors=p.get("registry_mirrors"))
         return self._client
 
     # ---------------------------------------------------------------- results
@@ -141,6 +142,9 @@ class RegistryModule:
             config_digest=resolved.config_digest,
             platform=resolved.platform,
         )
+        client = self._client
+        if client is not None:
+            self.result["source"] = client.store.path if client.offline else client.source
 
     def run(self, body):
         """Call ``body(self)``; turn client errors into fail_json; add elapsed and bytes_downloaded."""

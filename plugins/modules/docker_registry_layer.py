@@ -125,6 +125,13 @@ config_digest:
   returned: success
   type: str
   sample: sha256:0e17a7d1f3a2f9c6f0e8a2b3d4c5e6f708192a3b4c5db1b8a4b1f2f6e1c9b1bc
+source:
+  description:
+    - Where the image came from - the registry's base URL, the O(registry_mirrors) entry that served it, or
+      the O(cache_dir) path with O(offline=true).
+  returned: success
+  type: str
+  sample: https://registry-1.docker.io
 platform:
   description: The selected platform.
   returned: success

@@ -237,3 +237,29 @@ def test_unreachable_registry():
     result = run_module("docker_registry_manifest", {"registry": "http://127.0.0.1:9", "image": "x", "retries": 0})
     assert_clean_failure(result)
     assert "cannot reach" in result["msg"]
+
+
+def test_registry_mirrors_for_docker_hub_references(fresh_registry, seeded):
+    from testbed.builder import build_kind, push_image
+    mirror = fresh_registry("anonymous")
+    empty = fresh_registry("anonymous")
+    obj, _extra = build_kind("oci-simple")
+    push_image(mirror.session(), mirror.url, "library/demo", obj, tags=["1.0"])
+    result = run_module("docker_registry_manifest", {"image": "demo:1.0",
+                                                     "registry_mirrors": [empty.url, mirror.url]})
+    assert result["rc"] == 0, result
+    assert result["source"] == mirror.url
+    assert result["image"] == "registry-1.docker.io/library/demo:1.0"
+    assert result["digest"] == obj.digest
+    assert mirror.count("GET", r"/v2/library/demo/manifests/1.0") == 1
+    assert empty.count(None, r"/v2/library/demo/manifests/1.0") == 1
+    # an image no mirror has falls through to Docker Hub itself (unreachable here): a clean error
+    missing = run_module("docker_registry_manifest", {"image": "nothere:1", "registry_mirrors": [mirror.url],
+                                                      "retries": 0, "timeout": 5})
+    assert_clean_failure(missing)
+    assert "registry-1.docker.io" in missing["msg"]
+    # mirrors are for Docker Hub references only
+    other = run_module("docker_registry_manifest", {"image": "%s/library/demo:1.0" % empty.host,
+                                                    "registry_mirrors": [mirror.url]})
+    assert_clean_failure(other)
+    assert "not found" in other["msg"]

@@ -22,6 +22,7 @@ from ansible_collections.hocker.registry.plugins.module_utils._registry.manifest
     ACCEPT, IMAGE_TYPES, INDEX_TYPES, MAX_CONFIG_SIZE, MAX_MANIFEST_SIZE, parse_manifest, verify_digest)
 from ansible_collections.hocker.registry.plugins.module_utils._registry.platform import (
     Platform, descriptor_platform, host_platform, is_attestation, select)
+from ansible_collections.hocker.registry.plugins.module_utils._registry.reference import parse_registry_url
 from ansible_collections.hocker.registry.plugins.module_utils._registry.transport import Transport, origin, safe_url
 
 MAX_ERROR_BODY = 1024 * 1024
@@ -69,7 +70,7 @@ class RegistryClient:
 
     def __init__(self, reference, credentials=None, validate_certs=True, ca_path=None, client_cert=None,
                  client_key=None, timeout=60, retries=3, warn=None, transport=None, tls_for_host=None,
-                 store=None, offline=False):
+                 store=None, offline=False, mirrors=None):
         self.reference = reference
         self.store = store
         self.offline = offline
@@ -85,6 +86,14 @@ class RegistryClient:
         self._base_url = None
         self._auth = None
         self._count_lock = threading.Lock()
+        self.source = None
+        # registry mirrors serve Docker Hub content only; each gets its own (anonymous) authentication state
+        self._mirrors = []
+        if mirrors and reference.is_docker_hub:
+            for url in mirrors:
+                scheme, host = parse_registry_url(url)
+                base = "%s://%s" % (scheme, host)
+                self._mirrors.append([base, Authenticator(self.transport, base, Credentials()), True])
         self.scope = "repository:%s:pull" % reference.repository
 
     # ------------------------------------------------------------------ plumbing
@@ -131,18 +140,38 @@ class RegistryClient:
             return fallback
 
     def _request(self, method, path, headers=None, stream=True, allow_status=(200,)):
+        """Send a request to the registry (mirrors first for Docker Hub), handling authentication."""
+        for mirror in self._mirrors:
+            base, auth, alive = mirror
+            if not alive:
+                continue
+            try:
+                response = self._send(base, auth, method, path, headers, stream)
+            except TransportError as exc:
+                mirror[2] = False
+                self.warn("registry mirror %s is not usable (%s); not trying it again" % (base, exc.msg))
+                continue
+            if response.status_code in (200, 206, 416):
+                self.source = base
+                return response
+            response.close()
         base = self.base_url
+        response = self._send(base, self._auth, method, path, headers, stream)
+        self.source = base
+        return response
+
+    def _send(self, base, auth, method, path, headers, stream):
         url = base + path
         auth_origin = origin(base)
         response = None
         for _attempt in range(3):
             send = dict(headers or {})
-            value = self._auth.header(self.scope)
+            value = auth.header(self.scope)
             if value:
                 send["Authorization"] = value
             response = self.transport.request(method, url, headers=send, stream=stream, auth_origin=auth_origin)
             self._collect_warnings(response)
-            if response.status_code == 401 and self._auth.challenge(response, self.scope, bool(value)):
+            if response.status_code == 401 and auth.challenge(response, self.scope, bool(value)):
                 response.close()
                 continue
             break
