@@ -149,6 +149,11 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+source:
+  description: Where the manifest came from - the registry's base URL or the O(registry_mirrors) entry that served it.
+  returned: when the manifest was fetched
+  type: str
+  sample: https://registry-1.docker.io
 expression:
   description: The Nix expression.
   returned: success
