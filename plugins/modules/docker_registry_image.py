@@ -197,6 +197,11 @@ dest:
   returned: success
   type: str
   sample: /srv/images/hello-world.tar
+bytes_written:
+  description: The size of the archive written (for O(format=oci-dir), the sum of its files).
+  returned: when O(dest) was written
+  type: int
+  sample: 7340544
 cache_hits:
   description: How many layer blobs came from O(cache_dir) instead of the network.
   returned: success
