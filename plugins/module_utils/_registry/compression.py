@@ -59,6 +59,7 @@ KINDS = (GZIP, ZSTD, NONE)
 
 CHUNK_SIZE = 1024 * 1024       # largest output chunk yielded by Decompressor
 READ_SIZE = 1024 * 1024        # read size of decompress_stream
+_GZIP_SLICE = 64 * 1024        # input given to zlib per call
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -181,16 +182,33 @@ class Decompressor(object):
         for start in range(0, len(view), size):
             yield self._count(view[start:start + size])
 
-    def _new_member(self, rest):
+    def _new_member(self, rest, count=True):
         """Called at the end of a gzip member with the bytes that followed it."""
-        self._gz_members += 1
-        self._gz = zlib.decompressobj(31)
-        self._gz_fed = False
+        if count:
+            self._gz_members += 1
+            self._gz = zlib.decompressobj(31)
+            self._gz_fed = False
         if rest and bytes(rest[:2]) != _GZIP_MAGIC[:len(rest[:2])]:
             self._gz_padding = True
 
     def _feed_gzip(self, data):
+        # Large inputs go to zlib in slices: when the output limit stops zlib early it copies the rest of
+        # its input into ``unconsumed_tail``, and with big inputs those copies (and the page faults of
+        # their fresh allocations) cost as much as inflating.
+        if len(data) <= _GZIP_SLICE:
+            for chunk in self._feed_gzip_slice(data):
+                yield chunk
+            return
+        view = memoryview(data)
+        for start in range(0, len(view), _GZIP_SLICE):
+            for chunk in self._feed_gzip_slice(view[start:start + _GZIP_SLICE]):
+                yield chunk
+
+    def _feed_gzip_slice(self, data):
         limit = self.chunk_size
+        if data and self._gz_members and not self._gz_fed and not self._gz_padding:
+            # a member ended exactly where the previous input ended: what follows decides
+            self._new_member(data, count=False)
         while True:
             if self._gz_padding:
                 # after the last member only NUL padding is tolerated (like GNU gzip)

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ansible_collections.hocker.registry.plugins.module_utils._registry.blobs import download, fetch_to_store
 from ansible_collections.hocker.registry.plugins.module_utils._registry.compression import (
-    DecompressionError, Decompressor)
+    NONE, DecompressionError, Decompressor)
 from ansible_collections.hocker.registry.plugins.module_utils._registry.errors import DigestMismatch
 
 READ_SIZE = 1024 * 1024
@@ -36,7 +36,7 @@ class _Unpacker:
     intact yet does not decompress.
     """
 
-    def __init__(self, path, digest):
+    def __init__(self, path, digest, digest_verified=True):
         self.digest = digest
         self.error = None
         self.path = path
@@ -44,12 +44,23 @@ class _Unpacker:
         self.decompressor = Decompressor()
         self.hasher = hashlib.sha256()
         self.size = 0
+        # an uncompressed blob is its own tar: when the download verifies the blob digest, hashing the same
+        # bytes again for the diff_id is wasted work
+        self.digest_verified = digest_verified
+        self._hash = True
 
     def _emit(self, chunks):
-        for chunk in chunks:
-            self.hasher.update(chunk)
-            self.handle.write(chunk)
-            self.size += len(chunk)
+        write = self.handle.write
+        if self._hash and self.digest_verified and self.decompressor.kind == NONE:
+            self._hash = False
+        if self._hash:
+            update = self.hasher.update
+            for chunk in chunks:
+                update(chunk)
+                write(chunk)
+        else:
+            for chunk in chunks:
+                write(chunk)
 
     def write(self, block):
         if self.error is None:
@@ -68,7 +79,24 @@ class _Unpacker:
             self.handle.close()
         if self.error is not None:
             raise DecompressionError("layer %s cannot be decompressed: %s" % (self.digest, self.error))
+        if not self._hash:
+            return self.digest
         return "sha256:" + self.hasher.hexdigest()
+
+    def abandon(self):
+        self.handle.close()
+
+
+class _FileSink:
+    """The raw blob to a file of the work directory: it is copied into the archive and deleted, so unlike the
+    blob store's partial files it is never fsynced."""
+
+    def __init__(self, path):
+        self.handle = open(path, "wb")
+        self.write = self.handle.write
+
+    def close(self):
+        self.handle.close()
 
     def abandon(self):
         self.handle.close()
@@ -104,7 +132,14 @@ def fetch_layers(client, layers, workdir, uncompressed, store=None, max_workers=
                 path, result = fetch_to_store(client, store, descriptor)
                 return FetchedLayer(descriptor, diff_id, path, result is None, bool(result and result.resumed))
             path = os.path.join(workdir, hexpart + ".blob")
-            result = download(client, descriptor, path, descriptor.get("urls"))
+
+            def file_sink():
+                sink = _FileSink(path)
+                with lock:
+                    open_sinks.append(sink)
+                return sink
+            result = download(client, descriptor, None, descriptor.get("urls"), file_sink)
+            result.sink.close()
             return FetchedLayer(descriptor, diff_id, path, False, result.resumed)
         out_path = os.path.join(workdir, diff_id.split(":", 1)[1] + ".tar")
 
@@ -117,7 +152,9 @@ def fetch_layers(client, layers, workdir, uncompressed, store=None, max_workers=
         from_cache = False
         resumed = False
         if store is not None and store.has(digest, descriptor.get("size")):
-            sink = sink_factory()
+            sink = _Unpacker(out_path, digest, digest_verified=False)   # a stored blob is not re-hashed here
+            with lock:
+                open_sinks.append(sink)
             with open(store.blob_path(digest), "rb") as blob:
                 while True:
                     block = blob.read(READ_SIZE)
@@ -144,19 +181,26 @@ def fetch_layers(client, layers, workdir, uncompressed, store=None, max_workers=
 
     results = {}
     workers = max(1, min(int(max_workers or 1), len(unique) or 1))
+    # biggest first: the last layer to start is a small one, so the cores stay busy until the end
+    order = sorted(unique, key=lambda d: -_size(unique[d][0]))
     try:
         if workers == 1:
-            for digest, item in unique.items():
-                results[digest] = one(item)
+            for digest in order:
+                results[digest] = one(unique[digest])
         else:
             with ThreadPoolExecutor(max_workers=workers) as pool:
-                futures = dict((digest, pool.submit(one, item)) for digest, item in unique.items())
-                for digest, future in futures.items():
-                    results[digest] = future.result()
+                futures = dict((digest, pool.submit(one, unique[digest])) for digest in order)
+                for digest in order:
+                    results[digest] = futures[digest].result()
     finally:
         for sink in open_sinks:
             try:
                 sink.abandon()
             except Exception:  # pylint: disable=broad-except
                 pass
-    return results
+    return dict((digest, results[digest]) for digest in unique)
+
+
+def _size(descriptor):
+    size = descriptor.get("size")
+    return size if isinstance(size, int) else 0
