@@ -102,6 +102,7 @@ DOCKER_LAYER_FOREIGN_TAR = "application/vnd.docker.image.rootfs.foreign.diff.tar
 OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
 
 COPY_SIZE = 1024 * 1024
+FLUSH_AFTER = 32 * 1024 * 1024   # start the write-back of an archive once this much more was copied
 MAX_INDEX_SIZE = 4 * 1024 * 1024
 _USTAR_MAX_SIZE = 0o77777777777
 _BLOCK = 512
@@ -518,12 +519,50 @@ class _Counter(object):
             self.f.flush()
 
 
+class _Flusher(object):
+    """Starts the write-back of a big archive while it is still being written.
+
+    The module fsyncs the finished archive before renaming it into place; when the disk has been writing
+    since the first layers were copied, that fsync has little left to wait for. A failed background flush
+    is raised by ``finish()`` (a later fsync on another descriptor would not report it again).
+    """
+
+    def __init__(self, fd):
+        self.fd = fd
+        self.thread = None
+        self.error = None
+        self.copied = 0
+
+    def _run(self):
+        try:
+            os.fdatasync(self.fd)
+        except OSError as exc:
+            self.error = exc
+
+    def copied_bytes(self, n):
+        self.copied += n
+        if self.copied >= FLUSH_AFTER and (self.thread is None or not self.thread.is_alive()):
+            import threading
+            self.copied = 0
+            self.thread = threading.Thread(target=self._run, name="archive-flush")
+            self.thread.daemon = True
+            self.thread.start()
+
+    def finish(self):
+        if self.thread is not None:
+            self.thread.join()
+            self.thread = None
+        if self.error is not None:
+            raise ArchiveError("writing the archive failed: %s" % self.error)
+
+
 class _Sink(object):
     """Sequential writer; copies files with copy_file_range when ``fd`` is an unbuffered plain file."""
 
-    def __init__(self, out, fd=None):
+    def __init__(self, out, fd=None, flusher=None):
         self.out = out
         self.fd = fd
+        self.flusher = flusher
         self._buf = None
 
     def write(self, data):
@@ -556,6 +595,8 @@ class _Sink(object):
                     remaining -= n
             if remaining or src.read(1):
                 raise ArchiveError("layer file %s changed size while it was copied" % path)
+        if self.flusher is not None:
+            self.flusher.copied_bytes(size)
 
 
 def _write_tar(sink, members):
@@ -624,7 +665,12 @@ def write_archive(dest, images, format="docker-archive", layers="uncompressed", 
                 gz.close()
             else:
                 # copy_file_range only when we own an unbuffered plain file
-                _write_tar(_Sink(counter, raw.fileno() if own else None), p.members)
+                flusher = _Flusher(raw.fileno()) if own else None
+                try:
+                    _write_tar(_Sink(counter, raw.fileno() if own else None, flusher), p.members)
+                finally:
+                    if flusher is not None:
+                        flusher.finish()
             if hasattr(raw, "flush"):
                 raw.flush()
             written = counter.written

@@ -18,7 +18,6 @@ __metaclass__ = type
 import hashlib
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 from ansible_collections.hocker.registry.plugins.module_utils._registry.blobs import download, fetch_to_store
 from ansible_collections.hocker.registry.plugins.module_utils._registry.compression import (
@@ -188,6 +187,7 @@ def fetch_layers(client, layers, workdir, uncompressed, store=None, max_workers=
             for digest in order:
                 results[digest] = one(unique[digest])
         else:
+            from concurrent.futures import ThreadPoolExecutor   # not needed by runs that fetch nothing
             with ThreadPoolExecutor(max_workers=workers) as pool:
                 futures = dict((digest, pool.submit(one, unique[digest])) for digest in order)
                 for digest in order:
