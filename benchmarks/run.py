@@ -16,7 +16,8 @@ Cases per image:
   hocker compressed     the same with layers=compressed
   skopeo                skopeo copy --src-tls-verify=false docker://HOST/REPO:TAG docker-archive:DEST
   curl                  one ``curl -s -Z --parallel-max 4`` process fetching every layer blob to /dev/null
-                        (4 transfers at a time, like the module's default max_workers)
+                        (4 transfers at a time, like the module's default max_workers): the transfer limit
+  curl sequential       the same blobs one after the other (reference only)
 Plus:
   layer module          docker_registry_layer on the biggest blob of (a) (raw and decompress=true) vs curl of
                         that one blob
@@ -240,17 +241,17 @@ def case_skopeo(target, dest):
     return run
 
 
-def curl_command(urls):
+def curl_command(urls, parallel=True):
     cmd = ["curl", "-s", "-f", "--noproxy", "*"]
-    if len(urls) > 1:
+    if len(urls) > 1 and parallel:
         cmd += ["-Z", "--parallel-max", str(CURL_PARALLEL)]
     for url in urls:
         cmd += ["-o", "/dev/null", url]
     return cmd
 
 
-def case_curl(urls):
-    return _timed(curl_command(urls))
+def case_curl(urls, parallel=True):
+    return _timed(curl_command(urls, parallel))
 
 
 def case_layer(target, digest, dest, decompress):
@@ -325,6 +326,7 @@ def bench_image(target, workdir, reps, with_ansible):
         ("hocker compressed", lambda: case_hocker(target, dest, "compressed")),
         ("skopeo", lambda: case_skopeo(target, dest)),
         ("curl", lambda: case_curl(urls)),
+        ("curl sequential", lambda: case_curl(urls, parallel=False)),
     ]
     log("%s: %d layers, %.1f MB of blobs, %d repetitions" % (title, len(target.layers), target.total_size / MB,
                                                              reps))
@@ -339,6 +341,10 @@ def bench_image(target, workdir, reps, with_ansible):
             _pair_ratios(row, runs[name], "curl", runs["curl"])
         if name.startswith("hocker"):
             row.extra["bytes_downloaded"] = runs[name][-1].detail.get("bytes_downloaded")
+            _pair_ratios(row, runs[name], "curl sequential", runs["curl sequential"])
+            row.note = "%.2fx sequential curl" % row.ratio("curl sequential")
+        if name == "curl sequential":
+            row.note = "one transfer at a time (reference only)"
         rows.append(row)
     if with_ansible:
         row = Row(title, "ansible ad-hoc, uncompressed", "no target")
@@ -380,7 +386,7 @@ def bench_layer(target, workdir, reps):
     return rows
 
 
-def bench_rerun(reg, target, workdir, reps, full_row):
+def bench_rerun(reg, target, workdir, reps, full_row, skopeo_row=None):
     """An unchanged re-run: dest is up to date, only the manifest digest is asked for."""
     dest = os.path.join(workdir, "rerun.tar")
     _remove(dest)
@@ -403,6 +409,8 @@ def bench_rerun(reg, target, workdir, reps, full_row):
     row.extra["requests"] = requests_seen
     if full_row is not None and full_row.median:
         row.extra["of_full"] = row.median / full_row.median
+    if skopeo_row is not None and skopeo_row.median:
+        row.extra["of_skopeo"] = row.median / skopeo_row.median
     row.note = "%d blob requests; requests per run: %s" % (blob_gets, ", ".join(requests_seen) or "none")
     log("  %-30s %7.3f s (%s)" % (row.case, row.median, row.note))
     return row
@@ -469,7 +477,10 @@ def render(rows, info, command, profile):
             share = row.extra.get("of_full")
             ok = share is not None and share <= 0.05 and row.extra.get("blob_requests") == 0
             verdict = "<= 5%% of full, no blob request: %s" % ("met" if ok else "MISSED")
-            notes = "%s of a full run; %s" % (_fmt(share * 100 if share is not None else None, "%.1f%%"), row.note)
+            of_skopeo = row.extra.get("of_skopeo")
+            notes = "%s of a full run (%s of skopeo's); %s" % (
+                _fmt(share * 100 if share is not None else None, "%.1f%%"),
+                _fmt(of_skopeo * 100 if of_skopeo is not None else None, "%.1f%%"), row.note)
         else:
             notes = row.note
         if "MB/s" in row.extra:
@@ -488,7 +499,8 @@ def render(rows, info, command, profile):
             info["nproc"], info["cpu"], info["memory"], info["kernel"], info["python"], "; ".join(info["tools"])),
         "",
         "Median wall time of paired runs (alternating order); ratios are medians of the per-repetition ratios. "
-        "curl: one process, every layer blob to /dev/null, %d transfers in parallel. Peak RSS: VmHWM of the "
+        "x curl: against one curl process fetching every layer blob to /dev/null, %d transfers in parallel "
+        "(the transfer limit); `curl sequential` fetches them one after the other. Peak RSS: VmHWM of the "
         "module process; /usr/bin/time's maximum RSS for skopeo, curl and ansible." % CURL_PARALLEL,
         "",
     ]
@@ -543,7 +555,8 @@ def main(argv=None):
             rows.extend(bench_layer(targets["a"], workdir, reps))
         if "c" in targets:
             full = next((r for r in by_image.get("c", []) if r.case == "hocker uncompressed"), None)
-            rows.append(bench_rerun(reg, targets["c"], workdir, reps, full))
+            skopeo_row = next((r for r in by_image.get("c", []) if r.case == "skopeo"), None)
+            rows.append(bench_rerun(reg, targets["c"], workdir, reps, full, skopeo_row))
     finally:
         reg.stop()
         shutil.rmtree(workdir, ignore_errors=True)
