@@ -213,7 +213,7 @@ def test_untrusted_tls(registry_basic, seeded):
                                                      "registry": "https://" + reg.host,
                                                      "image": info.repository + ":" + info.tag})
     assert_clean_failure(result, reg.password)
-    assert "TLS" in result["msg"] and "ca_path" in result["msg"]
+    assert "certificate verify failed" in result["msg"] and "ca_path" in result["msg"]
 
 
 def test_validate_certs_false(registry_basic, seeded):
@@ -231,6 +231,7 @@ def test_mtls_without_client_cert(registry_mtls, seeded):
     info = seeded(reg)["docker-simple"]
     result = run_module("docker_registry_manifest", {"image": info.image(reg.host), "ca_path": reg.ca_path})
     assert_clean_failure(result)
+    assert "client_cert" in result["msg"]
 
 
 def test_unreachable_registry():

@@ -11,6 +11,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import email.utils
+import re
 import time
 
 from ansible_collections.hocker.registry.plugins.module_utils._registry import _compat
@@ -135,9 +136,18 @@ class Transport:
             if _is_plain_http_answer(exc):
                 raise TransportError("%s does not speak TLS (is it a plain http registry? then use an "
                                      "http:// registry URL)" % safe_url(url), plain_http=True)
-            raise TransportError("TLS error talking to %s: %s. Set ca_path to the registry's CA, or "
-                                 "validate_certs=false to skip verification" % (safe_url(url), _short(exc)),
-                                 tls=True)
+            reason = _tls_reason(exc)
+            lowered = reason.lower()
+            if "verify failed" in lowered or "certificate_verify" in lowered:
+                hint = "set ca_path to the registry's CA, or validate_certs=false to skip verification"
+            elif any(k in lowered for k in ("bad certificate", "certificate required", "certificate_required",
+                                            "handshake failure", "unknown ca")) and cert is None:
+                hint = "the registry asks for a client certificate: set client_cert and client_key"
+            elif any(k in lowered for k in ("bad certificate", "unknown ca", "certificate required")):
+                hint = "the registry rejected the client certificate given in client_cert"
+            else:
+                hint = "check ca_path, client_cert/client_key and validate_certs"
+            raise TransportError("TLS error talking to %s: %s; %s" % (safe_url(url), reason, hint), tls=True)
         except (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
                 requests.exceptions.ChunkedEncodingError) as exc:
             raise TransportError("cannot reach %s: %s" % (safe_url(url), _short(exc)), retryable=True)
@@ -225,6 +235,15 @@ class Transport:
 
     def close(self):
         self.session.close()
+
+
+_SSL_REASON_RE = re.compile(r"\[SSL: [A-Z0-9_]+\][^()'\"]*|certificate verify failed[^()'\"]*")
+
+
+def _tls_reason(exc):
+    """The OpenSSL reason of an SSL error, without urllib3's wrapping."""
+    match = _SSL_REASON_RE.search(str(exc))
+    return match.group(0).strip(" .") if match else _short(exc)
 
 
 def _short(exc):
