@@ -33,7 +33,10 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: full
-    details: Manifests and the image config are fetched to decide; no layer is downloaded and nothing is written.
+    details:
+      - Only manifests are fetched, and no layer is downloaded; nothing is written.
+      - With O(decompress=true) the small image config is fetched too, because the diff_id that O(dest) is
+        compared with is only found there.
   diff_mode:
     support: full
     details: Shows the digest of O(dest) before and after.
@@ -144,7 +147,7 @@ layer_digest:
   sample: sha256:cd0a524342efac6edff500c17e625735bbe479c926439b263bbe3c8518a0849c
 diff_id:
   description: The digest of the uncompressed layer tar, from the image config.
-  returned: success
+  returned: success (null in check mode without O(decompress=true), where the config is not fetched)
   type: str
   sample: sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef
 size:
@@ -228,18 +231,21 @@ def _copy_verified(source, digest):
 def fetch(rm):
     p = rm.params
     client = rm.client
-    resolved = client.resolve(rm.wanted_platform())
+    resolved = client.resolve(rm.wanted_platform(), check_config=not rm.check_mode)
     rm.describe(resolved)
     layers = resolved.image.layers
     if not layers:
         raise NotFound("%s has no layers" % rm.reference)
     position = _layer_position(layers, p.get("layer"), p.get("index"), rm.reference)
     descriptor = layers[position]
-    diff_ids = (client.get_config(resolved).get("rootfs") or {}).get("diff_ids") or []
-    if len(diff_ids) != len(layers):
-        raise ManifestError("the config of %s lists %d diff_ids for %d layers" % (rm.reference, len(diff_ids),
-                                                                                  len(layers)))
-    diff_id = diff_ids[position]
+    diff_id = None
+    if p["decompress"] or not rm.check_mode:
+        # the diff_id lives only in the config; check mode fetches it only when it must compare against it
+        diff_ids = (client.get_config(resolved).get("rootfs") or {}).get("diff_ids") or []
+        if len(diff_ids) != len(layers):
+            raise ManifestError("the config of %s lists %d diff_ids for %d layers" % (rm.reference, len(diff_ids),
+                                                                                      len(layers)))
+        diff_id = diff_ids[position]
     dest = p["dest"]
     rm.result.update(layer_digest=descriptor.get("digest"), diff_id=diff_id, size=descriptor.get("size"),
                      media_type=descriptor.get("mediaType"), dest=dest, resumed=False)

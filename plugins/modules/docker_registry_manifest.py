@@ -108,7 +108,10 @@ source:
   type: str
   sample: https://registry-1.docker.io
 platform:
-  description: The selected platform, V(os/arch[/variant]).
+  description:
+    - The selected platform, V(os/arch[/variant]).
+    - In check mode it is null for a single-platform image, whose platform is only written in its config
+      (check mode fetches no blob).
   returned: success
   type: str
   sample: linux/amd64
