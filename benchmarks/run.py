@@ -462,12 +462,12 @@ TARGETS = {
 }
 
 
-def render(rows, info, command, profile):
+def render(rows, info, command, profile, load=None):
     out = []
     out.append("| image | case | median s | x skopeo | x curl | peak RSS MiB | target | notes |")
     out.append("|---|---|---:|---:|---:|---:|---|---|")
     for row in rows:
-        target = TARGETS.get((row.image, row.case))
+        target = TARGETS.get((row.image, row.case)) if profile == "full" else None
         verdict = ""
         if target:
             ref, limit = target
@@ -476,7 +476,8 @@ def render(rows, info, command, profile):
         if row.case.startswith("unchanged"):
             share = row.extra.get("of_full")
             ok = share is not None and share <= 0.05 and row.extra.get("blob_requests") == 0
-            verdict = "<= 5%% of full, no blob request: %s" % ("met" if ok else "MISSED")
+            if profile == "full":
+                verdict = "<= 5%% of full, no blob request: %s" % ("met" if ok else "MISSED")
             of_skopeo = row.extra.get("of_skopeo")
             notes = "%s of a full run (%s of skopeo's); %s" % (
                 _fmt(share * 100 if share is not None else None, "%.1f%%"),
@@ -497,6 +498,12 @@ def render(rows, info, command, profile):
         "",
         "Machine: %d CPUs (%s), %s RAM, Linux %s, Python %s; %s" % (
             info["nproc"], info["cpu"], info["memory"], info["kernel"], info["python"], "; ".join(info["tools"])),
+        "",
+        "Load average (1 min) at the start and the end of the run: %s (other work on the machine competes for "
+        "the same cores)." % (load or "-"),
+        "",
+        "" if profile == "full" else "Targets are judged only in the full profile (400/500 MB images); this run "
+        "used smaller images, where start-up weighs more.",
         "",
         "Median wall time of paired runs (alternating order); ratios are medians of the per-repetition ratios. "
         "x curl: against one curl process fetching every layer blob to /dev/null, %d transfers in parallel "
@@ -539,6 +546,7 @@ def main(argv=None):
     command = "python benchmarks/run.py" + ("" if argv is None and len(sys.argv) == 1 else " " + " ".join(
         sys.argv[1:] if argv is None else argv))
 
+    load_start = os.getloadavg()[0]
     workdir = tempfile.mkdtemp(prefix="hocker-bench-", dir=os.environ.get("HOCKER_BENCH_TMP"))
     reg = Registry("anonymous", workdir=args.registry_workdir)
     rows = []
@@ -561,7 +569,7 @@ def main(argv=None):
         reg.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
-    report = render(rows, machine(), command, profile)
+    report = render(rows, machine(), command, profile, "%.1f / %.1f" % (load_start, os.getloadavg()[0]))
     print(report)
     output = args.output or os.path.join(HERE, "results", datetime.datetime.now().strftime("%Y-%m-%d-%H%M%S") + ".md")
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
