@@ -227,4 +227,3 @@ def file_sha256(path):
                 break
             digest.update(block)
     return digest.hexdigest()
-

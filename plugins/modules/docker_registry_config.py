@@ -16,7 +16,7 @@ description:
     against its digest (the image ID), and returns it parsed.
   - With O(dest), writes the exact bytes, so the file's sha256 is the image ID.
 author:
-  - hocker.registry developers
+  - hocker.registry developers (@hocker-registry)
 extends_documentation_fragment:
   - hocker.registry._registry
   - hocker.registry._registry.attributes

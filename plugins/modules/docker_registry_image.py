@@ -228,8 +228,7 @@ import tempfile
 
 from ansible_collections.hocker.registry.plugins.module_utils._module import RegistryModule
 from ansible_collections.hocker.registry.plugins.module_utils._registry import archive
-from ansible_collections.hocker.registry.plugins.module_utils._registry.errors import (
-    InvalidReference, ManifestError, RegistryError)
+from ansible_collections.hocker.registry.plugins.module_utils._registry.errors import InvalidReference, ManifestError
 from ansible_collections.hocker.registry.plugins.module_utils._registry.pipeline import fetch_layers
 from ansible_collections.hocker.registry.plugins.module_utils._registry.reference import parse_reference
 

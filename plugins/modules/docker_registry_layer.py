@@ -24,7 +24,7 @@ description:
   - Foreign (non-distributable) layers are fetched from the URLs in their descriptor without registry
     credentials, falling back to the registry.
 author:
-  - hocker.registry developers
+  - hocker.registry developers (@hocker-registry)
 extends_documentation_fragment:
   - hocker.registry._registry
   - hocker.registry._registry.attributes

@@ -18,7 +18,7 @@ description:
   - Docker schema 2 and OCI manifests, Docker manifest lists and OCI indexes (nested ones too) are supported;
     Docker schema 1 manifests are rejected.
 author:
-  - hocker.registry developers
+  - hocker.registry developers (@hocker-registry)
 extends_documentation_fragment:
   - hocker.registry._registry
   - hocker.registry._registry.attributes

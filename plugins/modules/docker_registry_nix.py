@@ -30,7 +30,7 @@ description:
   - Every string that comes from the registry or from the options is escaped, so nothing can inject Nix
     code. See the Nix guide C(docs/nix.md) in the collection for a worked example.
 author:
-  - hocker.registry developers
+  - hocker.registry developers (@hocker-registry)
 extends_documentation_fragment:
   - hocker.registry._registry
   - hocker.registry._registry.attributes

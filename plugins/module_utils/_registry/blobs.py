@@ -24,7 +24,7 @@ import re
 
 from ansible_collections.hocker.registry.plugins.module_utils._registry import _compat
 from ansible_collections.hocker.registry.plugins.module_utils._registry.errors import (
-    DigestMismatch, NotFound, RegistryError, TransportError)
+    DigestMismatch, RegistryError, TransportError)
 from ansible_collections.hocker.registry.plugins.module_utils._registry.transport import backoff_delay, safe_url
 
 READ_SIZE = 1024 * 1024

@@ -356,6 +356,8 @@ def _sha256_only(digest):
 # credentialsFile, out. Secrets only travel through curl's --config on stdin, never on a command line.
 FETCH_SCRIPT = r"""set -euo pipefail
 fail() { echo "hocker-fetch: $*" >&2; rm -f "$out" "$TMPDIR/token.json"; exit 1; }
+creds_hint="set HOCKER_REGISTRY_USERNAME and HOCKER_REGISTRY_PASSWORD (or HOCKER_REGISTRY_TOKEN, or"
+creds_hint="$creds_hint HOCKER_REGISTRY_CREDENTIALS_FILE) in the builder environment"
 
 user=${HOCKER_REGISTRY_USERNAME:-${DOCKER_USER:-}}
 pass=${HOCKER_REGISTRY_PASSWORD:-${DOCKER_PASS:-}}
@@ -412,7 +414,7 @@ if [ "$status" = 401 ] && [ -z "$token" ]; then
       if [ -n "$user$pass" ]; then
         fail "token request to $realm: HTTP $tstatus (are the credentials right?)"
       fi
-      fail "token request to $realm: HTTP $tstatus (credentials needed? set HOCKER_REGISTRY_USERNAME and HOCKER_REGISTRY_PASSWORD, or HOCKER_REGISTRY_CREDENTIALS_FILE, in the builder environment)"
+      fail "token request to $realm: HTTP $tstatus (credentials needed? $creds_hint)"
     fi
     body=$(tr -d '\n' < "$TMPDIR/token.json")
     rm -f "$TMPDIR/token.json"
@@ -423,7 +425,7 @@ if [ "$status" = 401 ] && [ -z "$token" ]; then
     [ -n "$tok" ] || fail "the token response from $realm has no token"
     auth=$(bearer "$tok")
   elif printf '%s\n' "$challenges" | grep -q -i '^www-authenticate:[[:space:]]*basic'; then
-    [ -n "$user$pass" ] || fail "$url needs credentials: set HOCKER_REGISTRY_USERNAME and HOCKER_REGISTRY_PASSWORD, or HOCKER_REGISTRY_CREDENTIALS_FILE, in the builder environment"
+    [ -n "$user$pass" ] || fail "$url needs credentials: $creds_hint"
     auth=$(basic)
   else
     fail "GET $url: HTTP 401 without a usable WWW-Authenticate challenge"
@@ -436,7 +438,7 @@ if [ "$status" != 200 ]; then
   echo >&2
   if [ "$status" = 401 ] || [ "$status" = 403 ]; then
     if [ -z "$user$pass$token" ]; then
-      fail "access denied; credentials needed? set HOCKER_REGISTRY_USERNAME and HOCKER_REGISTRY_PASSWORD (or HOCKER_REGISTRY_TOKEN, or HOCKER_REGISTRY_CREDENTIALS_FILE) in the builder environment"
+      fail "access denied; credentials needed? $creds_hint"
     fi
     fail "access denied: the credentials were rejected or may not pull this repository"
   fi

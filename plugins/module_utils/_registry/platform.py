@@ -166,7 +166,7 @@ def select(candidates, want):
         if best is None or key < best[0]:
             best = (key, plat, item)
     if best is None:
-        offered = sorted(set(str(p) for p, _ in candidates))
+        offered = sorted(set(str(plat) for plat, _item in candidates))
         raise PlatformError("no manifest for platform %s; the image offers: %s"
                             % (want, ", ".join(offered) if offered else "no platforms"))
     return best[1], best[2]
