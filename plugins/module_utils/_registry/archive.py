@@ -121,7 +121,7 @@ def _sha256(data):
 
 
 def _hex(digest):
-    algorithm, _, encoded = digest.partition(":")
+    algorithm, _sep, encoded = digest.partition(":")
     if algorithm != "sha256" or len(encoded) != 64 or encoded.strip("0123456789abcdef"):
         raise ArchiveError("unsupported digest %r (only sha256 is supported in archives)" % (digest,))
     return encoded
@@ -260,7 +260,7 @@ def normalize_name(reference):
 
 def _repo_tag(reference):
     """Return (repository, tag) of a repo tag as docker writes it in ``repositories``."""
-    name, tag, _ = _split_tag(reference)
+    name, tag, _digest = _split_tag(reference)
     return name, tag or "latest"
 
 
@@ -271,7 +271,7 @@ def _name_annotations(repo_tags, name):
         repo, tag = _repo_tag(ref)
         result.append({NAME_ANNOTATION: normalize_name(repo + ":" + tag), REF_NAME_ANNOTATION: tag})
     if not result and name:
-        _, tag, _ = _split_tag(name)
+        _name, tag, _digest = _split_tag(name)
         ann = {NAME_ANNOTATION: normalize_name(name)}
         if tag:
             ann[REF_NAME_ANNOTATION] = tag

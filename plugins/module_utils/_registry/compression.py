@@ -196,13 +196,11 @@ class Decompressor(object):
         # its input into ``unconsumed_tail``, and with big inputs those copies (and the page faults of
         # their fresh allocations) cost as much as inflating.
         if len(data) <= _GZIP_SLICE:
-            for chunk in self._feed_gzip_slice(data):
-                yield chunk
+            yield from self._feed_gzip_slice(data)
             return
         view = memoryview(data)
         for start in range(0, len(view), _GZIP_SLICE):
-            for chunk in self._feed_gzip_slice(view[start:start + _GZIP_SLICE]):
-                yield chunk
+            yield from self._feed_gzip_slice(view[start:start + _GZIP_SLICE])
 
     def _feed_gzip_slice(self, data):
         limit = self.chunk_size
@@ -259,15 +257,13 @@ class Decompressor(object):
             self._start(detect(self._head) if self._head else NONE)
             head, self._head = self._head, b""
             if head:
-                for chunk in self._feed(head):
-                    yield chunk
+                yield from self._feed(head)
         if self.kind == GZIP:
             if not self._gz_padding and (self._gz_fed or self._gz_members == 0):
                 raise DecompressionError("truncated gzip stream")
         elif self.kind == ZSTD:
             self._zsrc.eof = True
-            for chunk in self._drain_zstd():
-                yield chunk
+            yield from self._drain_zstd()
 
 
 class DecompressResult(object):
