@@ -327,6 +327,11 @@ def fetch(rm):
         wanted_layers.extend(pairs)
         images.append((manifest, config_bytes, pairs))
 
+    if fmt == "docker-archive" and p["layers"] == "compressed" and any(
+            "zstd" in (d.get("mediaType") or "") for d, _diff_id in wanted_layers):
+        rm.warn("this image has zstd-compressed layers, which docker engines before 23.0 cannot load from a "
+                "docker-archive with layers=compressed (podman and containerd can); use layers=uncompressed "
+                "for older docker engines")
     directory = os.path.dirname(os.path.abspath(dest))
     if not os.path.isdir(directory):
         raise InvalidReference("the directory of dest %s does not exist" % dest)

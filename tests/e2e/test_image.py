@@ -52,10 +52,15 @@ def test_podman_loads_docker_archive(registry_anonymous, seeded, tmp_path, podma
 def test_docker_loads_docker_archive(registry_anonymous, seeded, tmp_path, clean_dockerd, kind, mode, compression):
     reg = registry_anonymous
     info = seeded(reg)[kind]
-    if kind == "zstd" and mode == "compressed":
-        pytest.xfail("Debian's dockerd 20.10 cannot read zstd layer files (asserted in test_loaders)")
     dest = tmp_path / ("img.tar.gz" if compression == "gzip" else "img.tar")
-    make(reg, info, dest, layers=mode, compression=compression)
+    result = make(reg, info, dest, layers=mode, compression=compression)
+    if kind == "zstd" and mode == "compressed":
+        # Debian's dockerd 20.10 cannot read zstd layer files: the module says so, and the load fails
+        assert "docker engines before 23.0" in json.dumps(result.get("warnings"))
+        with pytest.raises(Exception):
+            clean_dockerd.load(str(dest))
+        return
+    assert "zstd" not in json.dumps(result.get("warnings", []))
     clean_dockerd.load(str(dest))
     inspect = clean_dockerd.image_inspect(expected_tag(reg, info))
     assert inspect["Id"] == info.default["config_digest"]
