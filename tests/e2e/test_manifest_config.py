@@ -208,10 +208,9 @@ def test_token_mode_with_credentials(registry_token, seeded):
 def test_untrusted_tls(registry_basic, seeded):
     reg = registry_basic
     info = seeded(reg)["docker-simple"]
-    result = run_module("docker_registry_manifest", {"image": info.image(reg.host), "username": reg.username,
-                                                     "password": reg.password,
-                                                     "registry": "https://" + reg.host,
-                                                     "image": info.repository + ":" + info.tag})
+    result = run_module("docker_registry_manifest", {"registry": "https://" + reg.host,
+                                                     "image": info.repository + ":" + info.tag,
+                                                     "username": reg.username, "password": reg.password})
     assert_clean_failure(result, reg.password)
     assert "certificate verify failed" in result["msg"] and "ca_path" in result["msg"]
 
