@@ -18,14 +18,12 @@ Known loader limits, asserted below so that a change of the installed tools show
 import json
 import os
 import re
-import shutil
 import subprocess
 
 import pytest
 
 from ansible_collections.hocker.registry.plugins.module_utils._registry import archive as A
-from testbed.loaders import (Podman, PrivateDockerd, archive_image, ctr_images, ctr_import, ctr_remove_all,
-                             synthetic_image)
+from testbed.loaders import archive_image, ctr_import, synthetic_image
 
 BASE = [("bin", None), ("bin/sh", b"#!/bin/fake\n"), ("etc", None), ("etc/keep", b"keep\n"),
         ("etc/removed", b"to be removed\n"), ("opq", None), ("opq/a", b"a"), ("opq/b", b"b")]
@@ -80,7 +78,7 @@ def check_filesystem(files):
 @pytest.mark.parametrize("fmt", ["docker-archive", "oci-archive"])
 def test_podman_load(tmp_path, podman, images, media, mode, fmt):
     img = images[media]
-    dest, _ = write(tmp_path, img, mode, fmt)
+    dest, _result = write(tmp_path, img, mode, fmt)
     assert podman.load(dest) == [TAG]
     loaded = podman.images()
     assert [(i["id"], i["names"]) for i in loaded] == [(img["config_digest"], [TAG])]
@@ -91,7 +89,7 @@ def test_podman_load_several_repo_tags(tmp_path, podman, images):
     # podman 4.3 reads a combined archive as OCI first, which wants exactly one image in index.json, then
     # falls back to manifest.json (whose RepoTags are fully qualified, else it would say localhost/...)
     tags = ["hello-world:latest", "127.0.0.1:5000/app:v2"]
-    dest, _ = write(tmp_path, images["docker"], "compressed", "docker-archive", repo_tags=tags)
+    dest, _result = write(tmp_path, images["docker"], "compressed", "docker-archive", repo_tags=tags)
     podman.load(dest)
     loaded = podman.images()
     assert [(i["id"], i["names"]) for i in loaded] == [
@@ -131,7 +129,7 @@ def docker_files(dockerd, image):
 @pytest.mark.parametrize("compression", ["none", "gzip"])
 def test_docker_load(tmp_path, clean_dockerd, images, media, mode, compression):
     img = images[media]
-    dest, _ = write(tmp_path, img, mode, "docker-archive", compression=compression)
+    dest, _result = write(tmp_path, img, mode, "docker-archive", compression=compression)
     if mode == "compressed" and has_zstd(img) and docker_major(clean_dockerd) < 23:
         # zstd layer files need a docker engine with zstd support (moby 23+)
         with pytest.raises(RuntimeError, match="unexpected EOF|invalid tar header"):
@@ -142,20 +140,20 @@ def test_docker_load(tmp_path, clean_dockerd, images, media, mode, compression):
     info = clean_dockerd.image_inspect(TAG)
     assert info["Id"] == img["config_digest"]
     assert info["RepoTags"] == [TAG]
-    assert [d for d in info["RootFS"]["Layers"]] == img["diff_ids"]
+    assert list(info["RootFS"]["Layers"]) == img["diff_ids"]
     check_filesystem(docker_files(clean_dockerd, TAG))
 
 
 def test_docker_load_several_repo_tags(tmp_path, clean_dockerd, images):
     tags = ["hello-world:latest", "127.0.0.1:5000/app:v2"]
-    dest, _ = write(tmp_path, images["oci"], "uncompressed", "docker-archive", repo_tags=tags)
+    dest, _result = write(tmp_path, images["oci"], "uncompressed", "docker-archive", repo_tags=tags)
     clean_dockerd.load(dest)
     info = clean_dockerd.image_inspect(images["oci"]["config_digest"])
     assert sorted(info["RepoTags"]) == sorted(tags)
 
 
 def test_docker_classic_store_cannot_load_oci_archive(tmp_path, clean_dockerd, images):
-    dest, _ = write(tmp_path, images["docker"], "uncompressed", "oci-archive")
+    dest, _result = write(tmp_path, images["docker"], "uncompressed", "oci-archive")
     if docker_major(clean_dockerd) < 25:
         with pytest.raises(RuntimeError):
             clean_dockerd.load(dest)
@@ -196,7 +194,7 @@ def test_ctr_import_all_platforms(tmp_path, containerd, images):
 # skopeo and oci-image-tool
 # --------------------------------------------------------------------------------------------------------
 def skopeo(*args):
-    proc = subprocess.run(["skopeo", "--insecure-policy"] + list(args), capture_output=True)
+    proc = subprocess.run(["skopeo", "--insecure-policy"] + list(args), capture_output=True, check=False)
     assert proc.returncode == 0, proc.stderr.decode()
     return proc.stdout
 
@@ -220,14 +218,14 @@ def test_skopeo_inspect(tmp_path, images, media, mode, fmt, transport):
 
 def oci_image_tool(path, ref):
     return subprocess.run(["oci-image-tool", "validate", "--type", "image", "--ref", "name=" + ref, path],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, check=False)
 
 
 @pytest.mark.parametrize("media", ["docker", "oci"])
 @pytest.mark.parametrize("mode", ["uncompressed", "compressed"])
 def test_oci_image_tool_validates_oci_dir(tmp_path, images, media, mode):
     img = images[media]
-    dest, _ = write(tmp_path, img, mode, "oci-dir")
+    dest, _result = write(tmp_path, img, mode, "oci-dir")
     proc = oci_image_tool(dest, "v1")
     if mode == "compressed" and has_zstd(img):
         # oci-image-tool 1.0.0-rc1 does not know the zstd layer media type
@@ -240,7 +238,7 @@ def test_oci_image_tool_validates_oci_dir(tmp_path, images, media, mode):
 
 def test_oci_image_tool_validates_all_platforms(tmp_path, images):
     imgs = [archive_image(images["docker"], "uncompressed"), archive_image(images["arm64"], "uncompressed")]
-    dest, _ = write(tmp_path, None, "uncompressed", "oci-dir", imgs=imgs)
+    dest, _result = write(tmp_path, None, "uncompressed", "oci-dir", imgs=imgs)
     proc = oci_image_tool(dest, "v1")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert re.search(r"reference \[name=v1\]: OK", proc.stdout)
