@@ -511,8 +511,7 @@ def walk(obj):
     """Yield every Image / Index reachable from ``obj`` (children first)."""
     if isinstance(obj, Index):
         for c in obj.children:
-            for x in walk(c):
-                yield x
+            yield from walk(c)
     yield obj
 
 
@@ -797,7 +796,7 @@ def _build_kind(kind, big_size=300 * MiB, realistic_size=450 * MiB, bomb_size=1 
         layers = [make_layer({"layers/%02d.txt" % i: "layer %d\n" % i}) for i in range(40)]
         return build_image(layers), extra
     if kind == "shared-base":
-        l1, l2, _ = _simple_layers()
+        l1, l2, _l3 = _simple_layers()
         own = make_layer({"app/shared.txt": "built on docker-simple's base\n"})
         extra["shared_with"] = "docker-simple"
         extra["shared_layers"] = [l1.digest, l2.digest]

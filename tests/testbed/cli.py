@@ -241,7 +241,7 @@ def cmd_status(args):
         rc = rc if ok else 1
         extra = (" realm=%s" % e["realm"]) if e.get("realm") else ""
         print("%-10s %-5s %s%s pids=%s images=%d" % (mode, "up" if ok else "DOWN", e["url"], extra, e.get("pids"),
-                                                   len(e.get("images") or {})))
+                                                     len(e.get("images") or {})))
     return rc
 
 

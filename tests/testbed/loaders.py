@@ -44,7 +44,7 @@ def _need(tool):
 
 
 def _run(cmd, env=None, timeout=300, input=None):
-    proc = subprocess.run(cmd, capture_output=True, env=env, timeout=timeout, input=input)
+    proc = subprocess.run(cmd, capture_output=True, env=env, timeout=timeout, input=input, check=False)
     if proc.returncode != 0:
         raise RuntimeError("command failed (%d): %s\nstdout: %s\nstderr: %s" % (
             proc.returncode, " ".join(cmd), proc.stdout.decode(errors="replace")[-4000:],
@@ -216,7 +216,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.a
     def _ready(self):
         if not os.path.exists(self.socket):
             return False
-        return subprocess.run([self.ctr_bin, "-a", self.socket, "version"], capture_output=True).returncode == 0
+        return subprocess.run([self.ctr_bin, "-a", self.socket, "version"], capture_output=True, check=False).returncode == 0
 
     def ctr(self, *args, **kw):
         return _run([self.ctr_bin, "-a", self.socket] + list(args), **kw)
@@ -296,7 +296,7 @@ class PrivateDockerd(object):
     def _ready(self):
         if not os.path.exists(self.socket):
             return False
-        return subprocess.run([self.docker_bin, "info"], capture_output=True, env=self.env).returncode == 0
+        return subprocess.run([self.docker_bin, "info"], capture_output=True, env=self.env, check=False).returncode == 0
 
     def docker(self, *args, **kw):
         return _run([self.docker_bin] + list(args), env=self.env, **kw)
@@ -414,7 +414,7 @@ def synthetic_image(workdir, layers, media="docker", arch="amd64", os_name="linu
         "created": "2024-01-01T00:00:00Z",
         "config": {"Env": ["PATH=/usr/bin:/bin"], "Cmd": ["/bin/sh"], "Labels": {"test": label or "x"}},
         "rootfs": {"type": "layers", "diff_ids": [li["diff_id"] for li in layer_info]},
-        "history": [{"created": "2024-01-01T00:00:00Z", "created_by": "synthetic"} for _ in layer_info],
+        "history": [{"created": "2024-01-01T00:00:00Z", "created_by": "synthetic"} for _li in layer_info],
     }
     if variant:
         config["variant"] = variant

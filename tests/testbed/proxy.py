@@ -224,7 +224,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 yield data
 
     def _drain(self):
-        for _ in self._request_body_iter():
+        for _chunk in self._request_body_iter():
             pass
 
     def _reset(self, grace=0.0):

@@ -287,7 +287,7 @@ def _apply_layers(layer_tars):
     files = set()
     for raw in layer_tars:
         for m in members(raw):
-            d, _, base = m.name.rpartition("/")
+            d, _sep, base = m.name.rpartition("/")
             prefix = d + "/" if d else ""
             if base == ".wh..wh..opq":
                 files = {f for f in files if not f.startswith(prefix)}
@@ -313,18 +313,18 @@ def test_whiteout_semantics_documented_and_real(registry_anonymous):
     ref = info.image(registry_anonymous.host)
     try:
         p = subprocess.run(["podman", "pull", "-q", "--tls-verify=false", ref], capture_output=True, text=True,
-                           timeout=300)
+                           timeout=300, check=False)
         assert p.returncode == 0, p.stderr
-        c = subprocess.run(["podman", "create", ref, "true"], capture_output=True, text=True, timeout=120)
+        c = subprocess.run(["podman", "create", ref, "true"], capture_output=True, text=True, timeout=120, check=False)
         assert c.returncode == 0, c.stderr
         cid = c.stdout.strip()
         try:
-            exp = subprocess.run(["podman", "export", cid], capture_output=True, timeout=120)
+            exp = subprocess.run(["podman", "export", cid], capture_output=True, timeout=120, check=False)
             assert exp.returncode == 0, exp.stderr
         finally:
-            subprocess.run(["podman", "rm", "-f", cid], capture_output=True, timeout=120)
+            subprocess.run(["podman", "rm", "-f", cid], capture_output=True, timeout=120, check=False)
     finally:
-        subprocess.run(["podman", "rmi", "-f", ref], capture_output=True, timeout=120)
+        subprocess.run(["podman", "rmi", "-f", ref], capture_output=True, timeout=120, check=False)
     visible = {m.name for m in members(exp.stdout) if m.isfile()}
     assert visible == set(info.extra["visible"])
 

@@ -176,7 +176,7 @@ def test_stall_after_bytes_streams_and_stop_interrupts(upstream):
         first = r.raw.read(MiB, decode_content=False)
         # the first MiB arrived while the rest of the 4 MiB body is held back: the body is streamed
         assert first == upstream.blob[:MiB]
-        for _ in range(200):  # the proxy thread updates its counter right after the write
+        for _attempt in range(200):  # the proxy thread updates its counter right after the write
             if px.bytes_sent(r"/blobs/") == MiB:
                 break
             time.sleep(0.05)
@@ -296,7 +296,7 @@ def test_oversized_error_body(proxy, upstream):
 
 def test_rule_count_skip_and_clear(proxy, upstream):
     rule = proxy.add_rule("status", "GET", r"/v2/$", count=1, skip=1, status=500)
-    codes = [requests.get(proxy.url + "/v2/").status_code for _ in range(3)]
+    codes = [requests.get(proxy.url + "/v2/").status_code for _i in range(3)]
     assert codes == [200, 500, 200]
     assert rule.hits == 1 and rule.exhausted
     proxy.add_rule("status", "GET", r"/v2/$", status=503)
