@@ -81,13 +81,13 @@ def test_member_order_and_metadata(tmp_path, images):
     img = images["docker"]
     dest, result = write(tmp_path, img, "uncompressed")
     ms = members(dest)
-    names = [m.name for m, _ in ms]
+    names = [m.name for m, _data in ms]
     diff_ids = img["diff_ids"]
     manifest_digest = result["manifests"][0]["digest"]
     assert names == ["oci-layout", "index.json", "manifest.json", "repositories", "blobs", "blobs/sha256",
                      "blobs/sha256/" + img["config_digest"][7:], "blobs/sha256/" + manifest_digest[7:],
                      "blobs/sha256/" + diff_ids[0][7:], "blobs/sha256/" + diff_ids[1][7:]]
-    for m, _ in ms:
+    for m, _data in ms:
         assert m.mtime == 0 and m.uid == 0 and m.gid == 0 and m.uname == "" and m.gname == ""
         assert m.mode == (0o755 if m.isdir() else 0o644)
     with open(dest, "rb") as f:
@@ -125,7 +125,7 @@ def test_duplicate_layer_written_once(tmp_path, images):
     img = images["oci"]
     for mode in ("uncompressed", "compressed"):
         dest, result = write(tmp_path, img, mode, filename=mode + ".tar")
-        names = [m.name for m, _ in members(dest)]
+        names = [m.name for m, _data in members(dest)]
         assert len(names) == len(set(names))
         dup = img["layers"][1]["diff_id" if mode == "uncompressed" else "digest"]
         assert names.count("blobs/sha256/" + dup[7:]) == 1
@@ -171,11 +171,11 @@ def test_oci_formats_convert_docker_manifests(tmp_path, images):
 
 def test_oci_dir_matches_oci_archive(tmp_path, images):
     img = images["docker"]
-    tar_path, _ = write(tmp_path, img, "compressed", fmt="oci-archive")
+    tar_path, _result = write(tmp_path, img, "compressed", fmt="oci-archive")
     dir_path, result = write(tmp_path, img, "compressed", fmt="oci-dir", filename="layout")
     from_tar = dict((m.name, d) for m, d in members(tar_path) if m.isfile())
     from_dir = {}
-    for dirpath, _, files in os.walk(dir_path):
+    for dirpath, _dirnames, files in os.walk(dir_path):
         for f in files:
             full = os.path.join(dirpath, f)
             from_dir[os.path.relpath(full, dir_path)] = open(full, "rb").read()
@@ -197,7 +197,7 @@ def test_several_platforms_in_a_nested_index(tmp_path, images):
     assert [m["platform"] for m in nested["manifests"]] == [
         {"architecture": "amd64", "os": "linux"}, {"architecture": "arm64", "os": "linux", "variant": "v8"}]
     # the base layer is shared by both platforms: written once
-    names = [m.name for m, _ in members(dest)]
+    names = [m.name for m, _data in members(dest)]
     assert names.count("blobs/sha256/" + images["oci"]["layers"][0]["digest"][7:]) == 1
     with pytest.raises(A.ArchiveError):
         A.write_archive(str(tmp_path / "x.tar"), imgs, format="docker-archive", layers="compressed")
@@ -218,8 +218,8 @@ def test_normalize_name(ref, full):
 
 
 def test_names_from_reference_without_repo_tags(tmp_path, images):
-    dest, _ = write(tmp_path, images["oci"], "compressed", fmt="oci-archive", repo_tags=[],
-                    name="registry-1.docker.io/library/debian:jessie")
+    dest, _result = write(tmp_path, images["oci"], "compressed", fmt="oci-archive", repo_tags=[],
+                          name="registry-1.docker.io/library/debian:jessie")
     index = json.loads(dict((m.name, d) for m, d in members(dest))["index.json"])
     assert index["manifests"][0]["annotations"] == {"io.containerd.image.name": "docker.io/library/debian:jessie",
                                                     "org.opencontainers.image.ref.name": "jessie"}
@@ -227,11 +227,11 @@ def test_names_from_reference_without_repo_tags(tmp_path, images):
 
 @pytest.mark.parametrize("compression", ["none", "gzip"])
 def test_read_origin(tmp_path, images, compression):
-    dest, _ = write(tmp_path, images["docker"], "compressed", compression=compression)
+    dest, _result = write(tmp_path, images["docker"], "compressed", compression=compression)
     assert A.read_origin(dest) == ORIGIN
     assert A.read_index(dest)["manifests"][0]["digest"] == images["docker"]["manifest_digest"]
     # no origin recorded
-    dest2, _ = write(tmp_path, images["docker"], "compressed", filename="plain.tar", origin=None)
+    dest2, _result2 = write(tmp_path, images["docker"], "compressed", filename="plain.tar", origin=None)
     assert A.read_origin(dest2) is None
     # not ours / missing / garbage
     assert A.read_origin(str(tmp_path / "missing.tar")) is None
@@ -248,7 +248,7 @@ def test_read_origin(tmp_path, images, compression):
 
 def test_read_origin_reads_only_the_first_members(tmp_path, monkeypatch):
     big = synthetic_image(str(tmp_path / "big"), [([("big", os.urandom(1 << 20))], "gzip")])
-    dest, _ = write(tmp_path, big, "uncompressed")
+    dest, _result = write(tmp_path, big, "uncompressed")
     size = os.path.getsize(dest)
     reads = []
     real_open = open

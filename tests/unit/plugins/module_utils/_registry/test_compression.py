@@ -13,7 +13,7 @@ from ansible_collections.hocker.registry.plugins.module_utils._registry import c
 from ansible_collections.hocker.registry.plugins.module_utils._registry.errors import DigestMismatch
 
 RNG = random.Random(1234)
-DATA = bytes(RNG.getrandbits(8) for _ in range(200000)) + b"layer-data " * 300000 + b"tail"
+DATA = bytes(RNG.getrandbits(8) for _i in range(200000)) + b"layer-data " * 300000 + b"tail"
 SKIPPABLE = b"\x5a\x2a\x4d\x18" + (6).to_bytes(4, "little") + b"ignore"
 
 
@@ -74,7 +74,7 @@ def test_gzip_any_feed_size(step):
 @pytest.mark.parametrize("step", [5, 65536, 1 << 24])
 def test_multi_member_gzip(step):
     blob = multi_gzip(DATA, parts=5)
-    out, _, _ = run(blob, "gzip", step)
+    out, _peak, _dec = run(blob, "gzip", step)
     assert out == DATA
     # zlib alone stops after the first member: make sure we did not
     assert zlib.decompressobj(31).decompress(blob) != DATA
@@ -129,7 +129,7 @@ def test_bomb_output_is_bounded(kind):
     if kind == "gzip":
         obj = zlib.compressobj(1, zlib.DEFLATED, 31)
         zero = bytes(1 << 24)
-        blob = b"".join(obj.compress(zero) for _ in range(size // len(zero))) + obj.flush()
+        blob = b"".join(obj.compress(zero) for _i in range(size // len(zero))) + obj.flush()
     else:
         cctx = zstandard.ZstdCompressor(level=3)
         blob = cctx.compress(bytes(size))

@@ -57,7 +57,7 @@ def nixenv(tmp_path):
 
 def nix_parse(text, tmp_path=None):
     """``nix-instantiate --parse`` the text; returns the parsed form (fails the test on a parse error)."""
-    proc = subprocess.run([_tool("nix-instantiate"), "--parse", "-E", text], capture_output=True, text=True)
+    proc = subprocess.run([_tool("nix-instantiate"), "--parse", "-E", text], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, "nix-instantiate --parse failed:\n%s\n---\n%s" % (proc.stderr, text)
     return proc.stdout
 
@@ -65,14 +65,14 @@ def nix_parse(text, tmp_path=None):
 def nix_eval(expr, env=None):
     """Evaluate a Nix expression strictly and return it as Python data (via --json)."""
     proc = subprocess.run([_tool("nix-instantiate"), "--eval", "--strict", "--json", "-E", expr],
-                          capture_output=True, text=True, env=env)
+                          capture_output=True, text=True, env=env, check=False)
     assert proc.returncode == 0, "nix-instantiate --eval failed:\n%s\n---\n%s" % (proc.stderr, expr)
     return json.loads(proc.stdout)
 
 
 def nix_eval_fails(expr, env=None):
     proc = subprocess.run([_tool("nix-instantiate"), "--eval", "--strict", "--json", "-E", expr],
-                          capture_output=True, text=True, env=env)
+                          capture_output=True, text=True, env=env, check=False)
     assert proc.returncode != 0, "evaluation unexpectedly succeeded: %s" % proc.stdout
     return proc.stderr
 
@@ -161,7 +161,7 @@ def test_base32_known_vectors():
 
 def test_base32_matches_nix_hash_binary():
     rng = random.Random(8)
-    hexes = [hashlib.sha256(rng.randbytes(40)).hexdigest() for _ in range(12)]
+    hexes = [hashlib.sha256(rng.randbytes(40)).hexdigest() for _i in range(12)]
     hexes += ["0" * 64, "f" * 64, "80" + "0" * 62, "0" * 62 + "01"]
     for h in hexes:
         out = subprocess.run([_tool("nix-hash"), "--type", "sha256", "--to-base32", h],
@@ -532,7 +532,7 @@ def test_fetchurl_digest_only(tmp_path, nixenv):
     m = make_manifest(1)
     mdigest = digest_of(b"manifest")
     a = fetchurl_attrs(tmp_path, nixenv, nix.fetchurl_expression("https://reg.example.com", "app", None, m,
-                                                                  manifest_digest=mdigest))
+                                                                 manifest_digest=mdigest))
     assert a["repoTags"] == []
     assert json.loads(a["manifestJson"])[0]["RepoTags"] == []
     assert a["name"] == "docker-image-app-%s.tar" % mdigest[7:19]
