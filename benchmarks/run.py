@@ -79,32 +79,42 @@ PROFILES = {
 # running things
 # ---------------------------------------------------------------------------------------------------------
 class Run(object):
-    def __init__(self, seconds, rss_kb, rc, detail=None):
+    def __init__(self, seconds, rss_kb, rc, detail=None, cpu=None):
         self.seconds = seconds
         self.rss_kb = rss_kb
         self.rc = rc
         self.detail = detail or {}
+        self.cpu = cpu          # user + system seconds of the process tree
 
 
-def _timed(cmd, env=None, cwd=None):
-    """Run ``cmd`` under /usr/bin/time; return Run (wall seconds measured here, max RSS from time)."""
-    fd, rss_path = tempfile.mkstemp(prefix="hocker-bench-rss-")
+def _run_timed(cmd, env=None, cwd=None):
+    """Run ``cmd`` under /usr/bin/time; return (CompletedProcess, wall seconds, max RSS KiB, CPU seconds)."""
+    fd, stats_path = tempfile.mkstemp(prefix="hocker-bench-time-")
     os.close(fd)
     try:
         start = time.perf_counter()
-        proc = subprocess.run([TIME, "-f", "%M", "-o", rss_path] + cmd, stdout=subprocess.PIPE,
+        proc = subprocess.run([TIME, "-f", "HOCKER_TIME %M %U %S", "-o", stats_path] + cmd, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, env=env, cwd=cwd)
         seconds = time.perf_counter() - start
-        with open(rss_path) as f:
-            lines = [line for line in f.read().split() if line.strip().isdigit()]
-        rss = int(lines[-1]) if lines else None
+        with open(stats_path) as f:
+            lines = [line.split() for line in f.read().splitlines() if line.startswith("HOCKER_TIME ")]
+        rss = cpu = None
+        if lines:
+            rss = int(lines[-1][1])
+            cpu = float(lines[-1][2]) + float(lines[-1][3])
     finally:
-        os.unlink(rss_path)
+        os.unlink(stats_path)
+    return proc, seconds, rss, cpu
+
+
+def _timed(cmd, env=None, cwd=None):
+    """Run ``cmd`` under /usr/bin/time; return Run (wall seconds measured here, max RSS and CPU from time)."""
+    proc, seconds, rss, cpu = _run_timed(cmd, env, cwd)
     if proc.returncode != 0:
         raise RuntimeError("%s failed (rc %d):\n%s\n%s" % (" ".join(cmd[:4]), proc.returncode,
                                                           proc.stdout.decode(errors="replace")[-2000:],
                                                           proc.stderr.decode(errors="replace")[-2000:]))
-    return Run(seconds, rss, proc.returncode, {"stdout": proc.stdout})
+    return Run(seconds, rss, proc.returncode, {"stdout": proc.stdout}, cpu)
 
 
 def run_module(name, args):
@@ -121,10 +131,7 @@ def run_module(name, args):
     env["PYTHONPATH"] = modrun.PYROOT + os.pathsep + env.get("PYTHONPATH", "")
     cmd = modrun.module_command(name, path, measure_rss=True)
     try:
-        start = time.perf_counter()
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                              cwd=tempfile.gettempdir())
-        seconds = time.perf_counter() - start
+        proc, seconds, _time_rss, cpu = _run_timed(cmd, env=env, cwd=tempfile.gettempdir())
     finally:
         os.unlink(path)
     out = proc.stdout.decode("utf-8", "replace")
@@ -139,7 +146,7 @@ def run_module(name, args):
     marker = err.rfind("HOCKER_MAXRSS_KB=")
     if marker >= 0:
         rss = int(err[marker:].split("=", 1)[1].split()[0])
-    return Run(seconds, rss, proc.returncode, result)
+    return Run(seconds, rss, proc.returncode, result, cpu)
 
 
 def _remove(path):
@@ -292,6 +299,11 @@ class Row(object):
     @property
     def median(self):
         return statistics.median(r.seconds for r in self.runs) if self.runs else None
+
+    @property
+    def cpu(self):
+        values = [r.cpu for r in self.runs if r.cpu is not None]
+        return statistics.median(values) if values else None
 
     @property
     def rss_mib(self):
@@ -464,8 +476,8 @@ TARGETS = {
 
 def render(rows, info, command, profile, load=None):
     out = []
-    out.append("| image | case | median s | x skopeo | x curl | peak RSS MiB | target | notes |")
-    out.append("|---|---|---:|---:|---:|---:|---|---|")
+    out.append("| image | case | median s | x skopeo | x curl | CPU s | peak RSS MiB | target | notes |")
+    out.append("|---|---|---:|---:|---:|---:|---:|---|---|")
     for row in rows:
         target = TARGETS.get((row.image, row.case)) if profile == "full" else None
         verdict = ""
@@ -488,9 +500,10 @@ def render(rows, info, command, profile, load=None):
             notes = ("%.0f MB/s; " % row.extra["MB/s"]) + notes
         if row.case.startswith(("hocker", "layer", "unchanged")) and row.rss_mib is not None:
             verdict += ("; " if verdict else "") + "RSS < 100 MiB: %s" % ("met" if row.rss_mib < 100 else "MISSED")
-        out.append("| %s | %s | %s | %s | %s | %s | %s | %s |" % (
+        out.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
             row.image, row.case, _fmt(row.median, "%.3f"), _fmt(row.ratio("skopeo"), "%.2f"),
-            _fmt(row.ratio("curl"), "%.2f"), _fmt(row.rss_mib, "%.0f"), verdict, notes.strip("; ")))
+            _fmt(row.ratio("curl"), "%.2f"), _fmt(row.cpu, "%.2f"), _fmt(row.rss_mib, "%.0f"), verdict,
+            notes.strip("; ")))
     header = [
         "# hocker.registry benchmark, %s" % datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
         "",
@@ -508,7 +521,8 @@ def render(rows, info, command, profile, load=None):
         "Median wall time of paired runs (alternating order); ratios are medians of the per-repetition ratios. "
         "x curl: against one curl process fetching every layer blob to /dev/null, %d transfers in parallel "
         "(the transfer limit); `curl sequential` fetches them one after the other. Peak RSS: VmHWM of the "
-        "module process; /usr/bin/time's maximum RSS for skopeo, curl and ansible." % CURL_PARALLEL,
+        "module process; /usr/bin/time's maximum RSS for skopeo, curl and ansible. CPU s: median user + system "
+        "seconds (/usr/bin/time) of the process and the children it waited for." % CURL_PARALLEL,
         "",
     ]
     return "\n".join(header + out) + "\n"
@@ -575,7 +589,7 @@ def main(argv=None):
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     with open(output, "w") as f:
         f.write(report)
-    raw = [{"image": r.image, "case": r.case, "seconds": [x.seconds for x in r.runs],
+    raw = [{"image": r.image, "case": r.case, "seconds": [x.seconds for x in r.runs], "cpu": [x.cpu for x in r.runs],
             "rss_kb": [x.rss_kb for x in r.runs], "ratios": r.ratios,
             "extra": dict((k, v) for k, v in r.extra.items())} for r in rows]
     with open(os.path.splitext(output)[0] + ".json", "w") as f:

@@ -32,11 +32,12 @@ def test_benchmark_smoke(tmp_path):
     layer_rows = [row for row in cells if row[0].startswith("(a) big biggest blob")]
     assert [row[1] for row in layer_rows] == ["layer module", "layer module, decompress", "curl (one blob)"]
     rerun = [row for row in cells if row[1] == "unchanged re-run (uncompressed)"]
-    assert len(rerun) == 1 and "0 blob requests" in rerun[0][7]
+    assert len(rerun) == 1 and "0 blob requests" in rerun[0][8]
     for row in cells:
         assert row[2] != "-", row            # every row has a measured median
+        assert row[5] != "-", row            # and CPU time
         if row[1].startswith(("hocker", "layer", "unchanged")):
-            assert row[5] != "-", row        # and the module's peak RSS
+            assert row[6] != "-", row        # and the module's peak RSS
     assert "Machine:" in text and "python benchmarks/run.py --smoke" in text
     raw = json.loads((tmp_path / "report.json").read_text())
     assert raw["profile"] == "smoke" and raw["reps"] == 1
