@@ -115,6 +115,9 @@ class RegistryModule:
     @property
     def store(self):
         """The blob store of ``cache_dir`` (None without one)."""
+        if self.check_mode and not self.params.get("offline"):
+            # check mode writes nothing, not even into the blob store
+            return None
         if self._store is None and self.params.get("cache_dir"):
             self._store = BlobStore(self.params["cache_dir"], create=not self.params.get("offline"))
         return self._store

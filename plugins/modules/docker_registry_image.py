@@ -221,14 +221,13 @@ elapsed:
   type: float
 """
 
-import json
 import os
 import shutil
-import tempfile
 
 from ansible_collections.hocker.registry.plugins.module_utils._module import RegistryModule
 from ansible_collections.hocker.registry.plugins.module_utils._registry import archive
-from ansible_collections.hocker.registry.plugins.module_utils._registry.errors import InvalidReference, ManifestError
+from ansible_collections.hocker.registry.plugins.module_utils._registry.errors import InvalidReference
+from ansible_collections.hocker.registry.plugins.module_utils._registry.manifest import config_diff_ids, parse_config
 from ansible_collections.hocker.registry.plugins.module_utils._registry.pipeline import fetch_layers
 from ansible_collections.hocker.registry.plugins.module_utils._registry.reference import parse_reference
 
@@ -279,6 +278,9 @@ def fetch(rm):
         raise InvalidReference("dest %s exists and is not a directory (format oci-dir writes a directory)" % dest)
     if fmt != "oci-dir" and os.path.isdir(dest):
         raise InvalidReference("dest %s is a directory; %s writes a file" % (dest, fmt))
+    if fmt == "oci-dir" and os.path.isdir(dest) and os.listdir(dest) and archive.read_origin(dest) is None:
+        raise InvalidReference("dest %s is a directory this module did not write; it is not replaced (give an "
+                               "empty or new directory)" % dest)
 
     old = archive.read_origin(dest) if os.path.exists(dest) else None
     old_inputs = old.get("inputs") if isinstance(old, dict) else None
@@ -318,11 +320,8 @@ def fetch(rm):
     wanted_layers = []
     for _plat, manifest in selected:
         config_bytes = client.get_blob_bytes(manifest.config, what="config")
-        config = json.loads(config_bytes.decode("utf-8"))
-        diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
-        if len(diff_ids) != len(manifest.layers):
-            raise ManifestError("the config of %s lists %d diff_ids for %d layers" % (manifest.digest, len(diff_ids),
-                                                                                      len(manifest.layers)))
+        config = parse_config(config_bytes, "config %s" % manifest.config.get("digest"))
+        diff_ids = config_diff_ids(config, len(manifest.layers), "the config of %s" % manifest.digest)
         pairs = list(zip(manifest.layers, diff_ids))
         wanted_layers.extend(pairs)
         images.append((manifest, config_bytes, pairs))
@@ -335,7 +334,11 @@ def fetch(rm):
     directory = os.path.dirname(os.path.abspath(dest))
     if not os.path.isdir(directory):
         raise InvalidReference("the directory of dest %s does not exist" % dest)
-    workdir = tempfile.mkdtemp(dir=directory, prefix=".%s.hocker-" % os.path.basename(dest))
+    # one work directory per dest, hidden beside it on the same filesystem: a run killed before its clean-up
+    # leaves at most this one behind, and the next run starts it afresh; a lock keeps concurrent runs for the
+    # same dest apart
+    workdir = os.path.join(directory, ".%s.hocker-work" % os.path.basename(dest))
+    lock = _lock_workdir(workdir, dest)
     try:
         fetched = fetch_layers(client, wanted_layers, workdir, p["layers"] == "uncompressed", store=rm.store,
                                max_workers=p["max_workers"])
@@ -376,7 +379,31 @@ def fetch(rm):
         rm.result["bytes_written"] = result["bytes_written"]
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+        _unlock_workdir(workdir, lock)
     rm.result["changed"] = rm.apply_file_attributes(dest, True)
+
+
+def _lock_workdir(workdir, dest):
+    """Take the lock of ``dest``'s work directory and empty it; returns the lock's file descriptor."""
+    import fcntl
+    lock_path = workdir + ".lock"
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except (IOError, OSError):
+        os.close(fd)
+        raise InvalidReference("another run is writing %s right now (its lock %s is held)" % (dest, lock_path))
+    shutil.rmtree(workdir, ignore_errors=True)
+    os.mkdir(workdir, 0o700)
+    return fd
+
+
+def _unlock_workdir(workdir, fd):
+    try:
+        os.unlink(workdir + ".lock")
+    except OSError:
+        pass
+    os.close(fd)
 
 
 def _swap_dir(staged, dest, workdir):

@@ -188,9 +188,11 @@ import os
 import re
 
 from ansible_collections.hocker.registry.plugins.module_utils._module import RegistryModule, file_sha256
-from ansible_collections.hocker.registry.plugins.module_utils._registry.blobs import download, fetch_to_store
+from ansible_collections.hocker.registry.plugins.module_utils._registry.blobs import (
+    download, fetch_to_store, foreign_urls)
 from ansible_collections.hocker.registry.plugins.module_utils._registry.errors import (
-    DigestMismatch, InvalidReference, ManifestError, NotFound)
+    DigestMismatch, InvalidReference, NotFound)
+from ansible_collections.hocker.registry.plugins.module_utils._registry.manifest import config_diff_ids
 from ansible_collections.hocker.registry.plugins.module_utils._registry.store import CHUNK
 
 
@@ -241,10 +243,7 @@ def fetch(rm):
     diff_id = None
     if p["decompress"] or not rm.check_mode:
         # the diff_id lives only in the config; check mode fetches it only when it must compare against it
-        diff_ids = (client.get_config(resolved).get("rootfs") or {}).get("diff_ids") or []
-        if len(diff_ids) != len(layers):
-            raise ManifestError("the config of %s lists %d diff_ids for %d layers" % (rm.reference, len(diff_ids),
-                                                                                      len(layers)))
+        diff_ids = config_diff_ids(client.get_config(resolved), len(layers), "the config of %s" % rm.reference)
         diff_id = diff_ids[position]
     dest = p["dest"]
     rm.result.update(layer_digest=descriptor.get("digest"), diff_id=diff_id, size=descriptor.get("size"),
@@ -293,7 +292,7 @@ def _place(rm, client, descriptor, diff_id, dest):
     if not os.path.isdir(directory):
         raise NotFound("the directory of dest %s does not exist" % dest)
     partial = os.path.join(directory, ".%s.part" % name)
-    result = download(client, descriptor, partial, descriptor.get("urls"))
+    result = download(client, descriptor, partial, foreign_urls(descriptor))
     rm.result["resumed"] = result.resumed
     if decompress:
         try:

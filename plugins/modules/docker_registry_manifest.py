@@ -154,11 +154,21 @@ elapsed:
 """
 
 from ansible_collections.hocker.registry.plugins.module_utils._module import RegistryModule
+from ansible_collections.hocker.registry.plugins.module_utils._registry.client import Resolved
+from ansible_collections.hocker.registry.plugins.module_utils._registry.errors import PlatformError
 
 
 def fetch(rm):
     client = rm.client
-    resolved = client.resolve(rm.wanted_platform(), check_config=not rm.check_mode)
+    try:
+        resolved = client.resolve(rm.wanted_platform(), check_config=not rm.check_mode)
+    except PlatformError:
+        if not rm.params["index"] or rm.params.get("platform"):
+            raise
+        # index=true without an explicit platform: the index is what was asked for, even when it has
+        # nothing for this host
+        top = client.get_manifest()
+        resolved = Resolved(top, top, None, client.leaves(top) if top.is_index else [])
     rm.describe(resolved)
     chosen = resolved.top if rm.params["index"] else resolved.image
     rm.result["manifest"] = chosen.data

@@ -14,6 +14,7 @@ import base64
 import datetime
 import json
 import re
+import threading
 import time
 
 from ansible_collections.hocker.registry.plugins.module_utils._registry.errors import (
@@ -170,6 +171,7 @@ class Authenticator:
         self.scheme = None          # "basic" or "bearer" once a challenge was seen
         self.challenge_params = {}
         self.tokens = {}            # scope -> (token, expiry)
+        self._lock = threading.RLock()   # parallel layer downloads share one authenticator
         self.refresh_token = self.credentials.identity_token
         self.oauth_unsupported = False  # the realm answered 404 to the OAuth2 POST
         static = self.credentials.token or self.credentials.registry_token
@@ -178,6 +180,10 @@ class Authenticator:
         self.static = static
 
     def header(self, scope):
+        with self._lock:
+            return self._header(scope)
+
+    def _header(self, scope):
         if self.scheme == "static":
             return "Bearer " + self.static
         if self.scheme == "basic" and self.credentials.has_basic:
@@ -193,26 +199,21 @@ class Authenticator:
 
     def challenge(self, response, scope, had_header):
         """Handle a 401 answer. Returns True when the request should be retried with ``header(scope)``."""
+        with self._lock:
+            return self._challenge(response, scope, had_header)
+
+    def _challenge(self, response, scope, had_header):
         challenges = parse_challenges(response.headers.get("WWW-Authenticate", ""))
         by_scheme = dict((s, p) for s, p in reversed(challenges))
         if self.scheme == "static":
             return False
         if "bearer" in by_scheme and by_scheme["bearer"].get("realm"):
             params = by_scheme["bearer"]
-            insufficient = params.get("error") == "insufficient_scope"
-            first = self.scheme != "bearer"
             self.scheme = "bearer"
             self.challenge_params = params
-            if had_header and not insufficient and not first:
-                # the token we sent was refused: drop it and try one fresh token
-                if scope in self.tokens:
-                    del self.tokens[scope]
-                    return True
-                return False
-            if scope in self.tokens and not insufficient:
-                del self.tokens[scope]
-            if insufficient and params.get("scope"):
-                self.tokens.pop(scope, None)
+            # the token we sent was refused (expired, revoked, or too narrow): drop it and fetch a fresh one;
+            # the caller bounds the number of attempts
+            self.tokens.pop(scope, None)
             return True
         if "basic" in by_scheme:
             if self.credentials.has_basic and (self.scheme != "basic" or not had_header):

@@ -75,7 +75,11 @@ class _Attempt(Exception):
     """A retryable failure while reading a blob body."""
 
 
-def download(client, descriptor, partial_path=None, sources=None, sink_factory=None):
+class Cancelled(RegistryError):
+    """The download was stopped because another part of the same job failed."""
+
+
+def download(client, descriptor, partial_path=None, sources=None, sink_factory=None, cancel=None):
     """Download the blob ``descriptor``, verified, resuming where possible. Returns DownloadResult.
 
     ``partial_path``: the file the raw blob goes to (an existing one is resumed); None keeps no copy.
@@ -83,6 +87,7 @@ def download(client, descriptor, partial_path=None, sources=None, sink_factory=N
     ``sink_factory``: called (again after a restart from zero) to make an object whose ``write(block)``
     receives every raw byte in order, e.g. a streaming decompressor; the caller closes the last one.
     Returns DownloadResult with ``sink`` set to the sink that saw the whole blob.
+    ``cancel``: a threading.Event; once set, the download stops with Cancelled at the next block.
     """
     digest = descriptor["digest"]
     expected_size = descriptor.get("size")
@@ -154,6 +159,8 @@ def download(client, descriptor, partial_path=None, sources=None, sink_factory=N
                         raise _Attempt(_short(exc))
                     if not block:
                         break
+                    if cancel is not None and cancel.is_set():
+                        raise Cancelled("download of %s stopped" % digest)
                     if expected_size is not None and offset + len(block) > expected_size:
                         raise DigestMismatch("blob %s is longer than the %d bytes its descriptor says"
                                              % (digest, expected_size))
@@ -202,6 +209,12 @@ def download(client, descriptor, partial_path=None, sources=None, sink_factory=N
                 os.unlink(partial_path)
             except OSError:
                 pass
+        if resumed and fetched < offset:
+            # bytes kept from an earlier attempt or run were bad (a stale or foreign partial file):
+            # one clean download from the start, which does not resume anything
+            client.warn("blob %s did not verify after resuming a partial download; downloading it again from "
+                        "the start" % digest)
+            return download(client, descriptor, partial_path, sources, sink_factory, cancel)
         raise DigestMismatch("blob %s failed verification: received %d bytes hashing to %s; nothing was kept"
                              % (digest, offset, actual))
     result = DownloadResult(digest, offset, resumed, fetched)
@@ -214,7 +227,20 @@ def _short(exc):
     return text[:200]
 
 
-def fetch_to_store(client, store, descriptor, sink_factory=None):
+FOREIGN_TYPES = ("application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+                 "application/vnd.docker.image.rootfs.foreign.diff.tar")
+
+
+def foreign_urls(descriptor):
+    """The URLs to try first for a foreign / non-distributable layer; other layers always come from the
+    registry (a manifest must not make us fetch arbitrary addresses)."""
+    media_type = descriptor.get("mediaType") or ""
+    if media_type in FOREIGN_TYPES or ".nondistributable." in media_type:
+        return descriptor.get("urls") or []
+    return []
+
+
+def fetch_to_store(client, store, descriptor, sink_factory=None, cancel=None):
     """Make sure ``descriptor``'s blob is in ``store`` (downloading it, resumably, under the blob's lock).
 
     Returns (path, DownloadResult or None when it was already there). ``sink_factory`` as for download().
@@ -228,6 +254,6 @@ def fetch_to_store(client, store, descriptor, sink_factory=None):
         if store.has(digest, size):
             return store.blob_path(digest), None
         partial = store.partial_path(digest)
-        result = download(client, descriptor, partial, descriptor.get("urls"), sink_factory)
+        result = download(client, descriptor, partial, foreign_urls(descriptor), sink_factory, cancel)
         store.commit(partial, digest, verified=True)
         return store.blob_path(digest), result

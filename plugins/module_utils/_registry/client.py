@@ -19,7 +19,8 @@ from ansible_collections.hocker.registry.plugins.module_utils._registry.errors i
     AuthenticationError, DigestMismatch, ManifestError, NotFound, OfflineError, PlatformError, RateLimited,
     TransportError)
 from ansible_collections.hocker.registry.plugins.module_utils._registry.manifest import (
-    ACCEPT, IMAGE_TYPES, INDEX_TYPES, MAX_CONFIG_SIZE, MAX_MANIFEST_SIZE, parse_manifest, verify_digest)
+    ACCEPT, IMAGE_TYPES, INDEX_TYPES, MAX_CONFIG_SIZE, MAX_MANIFEST_SIZE, parse_config, parse_manifest,
+    verify_digest)
 from ansible_collections.hocker.registry.plugins.module_utils._registry.platform import (
     Platform, descriptor_platform, host_platform, is_attestation, select)
 from ansible_collections.hocker.registry.plugins.module_utils._registry.reference import parse_registry_url
@@ -85,7 +86,7 @@ class RegistryClient:
             client_cert=client_cert, client_key=client_key, warn=self.warn, tls_for_host=tls_for_host)
         self._base_url = None
         self._auth = None
-        self._count_lock = threading.Lock()
+        self._base_lock = threading.Lock()
         self.source = None
         # registry mirrors serve Docker Hub content only; each gets its own (anonymous) authentication state
         self._mirrors = []
@@ -110,12 +111,11 @@ class RegistryClient:
         return self.transport.bytes_downloaded
 
     def add_downloaded(self, count):
-        with self._count_lock:
-            self.transport.bytes_downloaded += count
+        self.transport.add_downloaded(count)
 
     @property
     def base_url(self):
-        with self._count_lock:
+        with self._base_lock:
             return self._base()
 
     def _base(self):
@@ -368,7 +368,8 @@ class RegistryClient:
         """Every image of the reference: [(platform text, image Manifest)] plus the top manifest."""
         top = self.get_manifest()
         if not top.is_index:
-            config = json.loads(self.get_blob_bytes(top.config, MAX_CONFIG_SIZE, "config").decode("utf-8"))
+            config = parse_config(self.get_blob_bytes(top.config, MAX_CONFIG_SIZE, "config"),
+                                  "config %s" % top.config.get("digest"))
             return top, [(str(Platform.from_dict(config)), top)]
         images = []
         for plat, descriptor in self.leaves(top):
@@ -405,13 +406,7 @@ class RegistryClient:
             if not config_descriptor.get("digest"):
                 raise ManifestError("manifest %s has no config digest" % resolved.image.digest)
             resolved.config_bytes = self.get_blob_bytes(config_descriptor, MAX_CONFIG_SIZE, "config")
-        try:
-            config = json.loads(resolved.config_bytes.decode("utf-8"))
-        except (ValueError, UnicodeDecodeError):
-            raise ManifestError("config %s is not valid JSON" % resolved.config_digest)
-        if not isinstance(config, dict):
-            raise ManifestError("config %s is not a JSON object" % resolved.config_digest)
-        return config
+        return parse_config(resolved.config_bytes, "config %s" % resolved.config_digest)
 
     def open_blob(self, digest, offset=0):
         """Start streaming a blob (raw bytes, no content decoding). Returns the response (200 or 206)."""

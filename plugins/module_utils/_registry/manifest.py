@@ -12,6 +12,7 @@ __metaclass__ = type
 
 import hashlib
 import json
+import re
 
 from ansible_collections.hocker.registry.plugins.module_utils._registry.errors import DigestMismatch, ManifestError
 
@@ -39,11 +40,64 @@ MAX_MANIFEST_SIZE = 4 * 1024 * 1024
 MAX_CONFIG_SIZE = 4 * 1024 * 1024
 
 
+_STRICT_DIGEST_RE = re.compile(r"^(?:sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$")
+
+
+def is_digest(value):
+    """True for a digest this collection can verify and use in file names (sha256/sha512, lowercase hex)."""
+    return isinstance(value, str) and bool(_STRICT_DIGEST_RE.match(value))
+
+
+def check_descriptor(descriptor, what):
+    """Validate a content descriptor from a registry (untrusted input); return it."""
+    if not isinstance(descriptor, dict):
+        raise ManifestError("%s is not a JSON object" % what)
+    if not is_digest(descriptor.get("digest")):
+        raise ManifestError("%s has an invalid digest %r" % (what, descriptor.get("digest")))
+    size = descriptor.get("size")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise ManifestError("%s (%s) has an invalid size %r" % (what, descriptor["digest"], size))
+    media_type = descriptor.get("mediaType")
+    if media_type is not None and not isinstance(media_type, str):
+        raise ManifestError("%s (%s) has an invalid mediaType" % (what, descriptor["digest"]))
+    for key in ("platform", "annotations"):
+        if key in descriptor and not isinstance(descriptor[key], dict):
+            raise ManifestError("%s (%s) has an invalid %s" % (what, descriptor["digest"], key))
+    urls = descriptor.get("urls")
+    if urls is not None and not (isinstance(urls, list) and all(isinstance(u, str) for u in urls)):
+        raise ManifestError("%s (%s) has invalid urls" % (what, descriptor["digest"]))
+    return descriptor
+
+
+def config_diff_ids(config, layer_count, what="the image config"):
+    """The validated rootfs.diff_ids of a parsed config, one per layer."""
+    rootfs = config.get("rootfs") if isinstance(config, dict) else None
+    diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
+    if not isinstance(diff_ids, list) or not all(is_digest(d) for d in diff_ids):
+        raise ManifestError("%s has no valid rootfs.diff_ids list" % what)
+    if len(diff_ids) != layer_count:
+        raise ManifestError("%s lists %d diff_ids for %d layers" % (what, len(diff_ids), layer_count))
+    return diff_ids
+
+
+def parse_config(raw, what="the image config"):
+    """Parse config bytes into a dict (ManifestError otherwise)."""
+    try:
+        config = json.loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        raise ManifestError("%s is not valid JSON" % what)
+    if not isinstance(config, dict):
+        raise ManifestError("%s is not a JSON object" % what)
+    return config
+
+
 def compute_digest(data, algorithm="sha256"):
     return "%s:%s" % (algorithm, hashlib.new(algorithm, data).hexdigest())
 
 
 def verify_digest(data, expected, what):
+    if not is_digest(expected):
+        raise ManifestError("cannot verify %s against %r: not a sha256/sha512 digest" % (what, expected))
     algorithm = expected.split(":", 1)[0]
     actual = compute_digest(data, algorithm)
     if actual != expected:
@@ -101,6 +155,8 @@ def parse_manifest(raw, content_type=None, expected_digest=None, what="manifest"
     """Parse manifest bytes; decide the media type (Content-Type, then mediaType, then shape)."""
     if len(raw) > MAX_MANIFEST_SIZE:
         raise ManifestError("%s is larger than the 4 MiB limit" % what)
+    if expected_digest and not is_digest(expected_digest):
+        raise ManifestError("cannot verify %s against %r: not a sha256/sha512 digest" % (what, expected_digest))
     algorithm = expected_digest.split(":", 1)[0] if expected_digest else "sha256"
     digest = compute_digest(raw, algorithm)
     if expected_digest and digest != expected_digest:
@@ -127,8 +183,17 @@ def parse_manifest(raw, content_type=None, expected_digest=None, what="manifest"
         media_type = _shape_media_type(data)
         if media_type is None:
             raise ManifestError("%s has an unsupported media type %r" % (what, field or ctype or "unknown"))
-    if media_type in IMAGE_TYPES and not isinstance(data.get("config"), dict):
-        raise ManifestError("%s has no config descriptor" % what)
-    if media_type in INDEX_TYPES and not isinstance(data.get("manifests"), list):
-        raise ManifestError("%s has no manifests list" % what)
+    if media_type in IMAGE_TYPES:
+        check_descriptor(data.get("config"), "the config descriptor of %s" % what)
+        layers = data.get("layers", [])
+        if not isinstance(layers, list):
+            raise ManifestError("%s has an invalid layers list" % what)
+        for position, layer in enumerate(layers):
+            check_descriptor(layer, "layer %d of %s" % (position, what))
+    if media_type in INDEX_TYPES:
+        entries = data.get("manifests")
+        if not isinstance(entries, list):
+            raise ManifestError("%s has no manifests list" % what)
+        for position, entry in enumerate(entries):
+            check_descriptor(entry, "entry %d of %s" % (position, what))
     return Manifest(raw, media_type, digest, data)

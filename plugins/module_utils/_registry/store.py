@@ -34,7 +34,7 @@ import time
 
 from ansible_collections.hocker.registry.plugins.module_utils._registry.errors import (
     DigestMismatch, OfflineError, RegistryError)
-from ansible_collections.hocker.registry.plugins.module_utils._registry.manifest import OCI_INDEX
+from ansible_collections.hocker.registry.plugins.module_utils._registry.manifest import OCI_INDEX, is_digest
 
 REF_NAME = "org.opencontainers.image.ref.name"
 FETCHED_AT = "io.hocker.registry.fetched"
@@ -42,9 +42,9 @@ CHUNK = 1024 * 1024
 
 
 def _hex(digest):
-    algorithm, _sep, hexpart = digest.partition(":")
-    if algorithm not in ("sha256", "sha512") or not hexpart or "/" in hexpart or "." in hexpart:
+    if not is_digest(digest):
         raise RegistryError("invalid digest %r" % (digest,))
+    algorithm, _sep, hexpart = digest.partition(":")
     return algorithm, hexpart
 
 

@@ -12,6 +12,7 @@ __metaclass__ = type
 
 import email.utils
 import re
+import threading
 import time
 
 from ansible_collections.hocker.registry.plugins.module_utils._registry import _compat
@@ -95,6 +96,7 @@ class Transport:
         self.warn = warn or (lambda msg: None)
         self.sleep = sleep
         self.bytes_downloaded = 0
+        self._count_lock = threading.Lock()
         session = requests.Session()
         # trust_env would also read ~/.netrc and send those credentials anywhere; proxies from the
         # environment are applied per request instead.
@@ -230,8 +232,12 @@ class Transport:
                 chunks.append(chunk)
         except self._requests.exceptions.RequestException as exc:
             raise TransportError("reading %s failed: %s" % (what, _short(exc)), retryable=True)
-        self.bytes_downloaded += total
+        self.add_downloaded(total)
         return b"".join(chunks)
+
+    def add_downloaded(self, count):
+        with self._count_lock:
+            self.bytes_downloaded += count
 
     def close(self):
         self.session.close()
