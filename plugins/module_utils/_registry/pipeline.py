@@ -19,11 +19,6 @@ import hashlib
 import os
 import threading
 
-try:
-    import queue
-except ImportError:  # pragma: no cover
-    import Queue as queue  # type: ignore
-
 from ansible_collections.hocker.registry.plugins.module_utils._registry.blobs import (
     download, fetch_to_store, foreign_urls)
 from ansible_collections.hocker.registry.plugins.module_utils._registry.compression import (
@@ -31,7 +26,6 @@ from ansible_collections.hocker.registry.plugins.module_utils._registry.compress
 from ansible_collections.hocker.registry.plugins.module_utils._registry.errors import DigestMismatch
 
 READ_SIZE = 1024 * 1024
-THREAD_MIN_SIZE = 8 * 1024 * 1024   # layers at least this big are decompressed in a thread of their own
 
 
 class _Unpacker:
@@ -93,69 +87,6 @@ class _Unpacker:
         return "sha256:" + self.hasher.hexdigest()
 
     def abandon(self):
-        self.handle.close()
-
-
-class _ThreadedUnpacker(_Unpacker):
-    """An _Unpacker whose decompression, hashing and writing run in a thread of their own.
-
-    The download thread then only receives and hashes the raw blob, so one big layer keeps two cores busy
-    (the last layer of an image otherwise runs alone on one core). At most QUEUE_BLOCKS blocks wait.
-    Errors other than corrupt data (a full disk) are raised in the download thread by the next write() or
-    by close().
-    """
-
-    QUEUE_BLOCKS = 4
-
-    def __init__(self, path, digest, digest_verified=True):
-        _Unpacker.__init__(self, path, digest, digest_verified)
-        self._fatal = None
-        self._stopped = False
-        self._queue = queue.Queue(self.QUEUE_BLOCKS)
-        self._thread = threading.Thread(target=self._run, name="unpack-%s" % digest[7:19])
-        self._thread.daemon = True
-        self._thread.start()
-
-    def _run(self):
-        get = self._queue.get
-        feed = _Unpacker.write
-        while True:
-            block = get()
-            if block is None:
-                return
-            if self._fatal is None and not self._stopped:
-                try:
-                    feed(self, block)
-                except BaseException as exc:  # pylint: disable=broad-except
-                    self._fatal = exc
-
-    def _raise_fatal(self):
-        if self._fatal is not None:
-            exc, self._fatal = self._fatal, None
-            self._stopped = True
-            raise exc
-
-    def write(self, block):
-        self._raise_fatal()
-        self._queue.put(block)
-
-    def _join(self):
-        if self._thread.is_alive():
-            self._queue.put(None)
-            self._thread.join()
-
-    def close(self):
-        self._join()
-        try:
-            self._raise_fatal()
-        except BaseException:
-            self.handle.close()
-            raise
-        return _Unpacker.close(self)
-
-    def abandon(self):
-        self._stopped = True
-        self._join()
         self.handle.close()
 
 
@@ -222,8 +153,7 @@ def fetch_layers(client, layers, workdir, uncompressed, store=None, max_workers=
             # called again when a download restarts from zero: the previous sink must stop writing first
             if current:
                 current.pop().abandon()
-            big = _size(descriptor) >= THREAD_MIN_SIZE
-            sink = (_ThreadedUnpacker if big else _Unpacker)(out_path, digest)
+            sink = _Unpacker(out_path, digest)
             current.append(sink)
             with lock:
                 open_sinks.append(sink)
