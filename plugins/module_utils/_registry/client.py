@@ -139,7 +139,7 @@ class RegistryClient:
                 raise
             return fallback
 
-    def _request(self, method, path, headers=None, stream=True, allow_status=(200,)):
+    def _request(self, method, path, headers=None, stream=True):
         """Send a request to the registry (mirrors first for Docker Hub), handling authentication."""
         for mirror in self._mirrors:
             base, auth, alive = mirror
