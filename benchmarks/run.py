@@ -94,7 +94,7 @@ def _run_timed(cmd, env=None, cwd=None):
     try:
         start = time.perf_counter()
         proc = subprocess.run([TIME, "-f", "HOCKER_TIME %M %U %S", "-o", stats_path] + cmd, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, env=env, cwd=cwd)
+                              stderr=subprocess.PIPE, env=env, cwd=cwd, check=False)
         seconds = time.perf_counter() - start
         with open(stats_path) as f:
             lines = [line.split() for line in f.read().splitlines() if line.startswith("HOCKER_TIME ")]
@@ -317,7 +317,7 @@ class Row(object):
 
 def paired(cases, reps):
     """Run ``cases`` ([(name, callable)]) ``reps`` times in alternating order; return {name: [Run]}."""
-    runs = dict((name, []) for name, _ in cases)
+    runs = dict((name, []) for name, _fn in cases)
     for rep in range(reps):
         order = cases if rep % 2 == 0 else list(reversed(cases))
         for name, fn in order:
@@ -457,7 +457,7 @@ def machine():
     versions = []
     for cmd in (["skopeo", "--version"], ["curl", "--version"], ["docker-registry", "--version"]):
         try:
-            out = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT).stdout.decode()
+            out = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False).stdout.decode()
             versions.append(out.splitlines()[0].strip())
         except (OSError, IndexError):
             pass
