@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Benchmark hocker.registry's docker_registry_image / docker_registry_layer against skopeo and curl.
 
 Everything runs against ONE local docker-registry (tests/testbed) in one run, as paired runs: for every
@@ -111,9 +110,9 @@ def _timed(cmd, env=None, cwd=None):
     """Run ``cmd`` under /usr/bin/time; return Run (wall seconds measured here, max RSS and CPU from time)."""
     proc, seconds, rss, cpu = _run_timed(cmd, env, cwd)
     if proc.returncode != 0:
-        raise RuntimeError("%s failed (rc %d):\n%s\n%s" % (" ".join(cmd[:4]), proc.returncode,
-                                                          proc.stdout.decode(errors="replace")[-2000:],
-                                                          proc.stderr.decode(errors="replace")[-2000:]))
+        raise RuntimeError("%s failed (rc %d):\n%s\n%s" % (
+            " ".join(cmd[:4]), proc.returncode, proc.stdout.decode(errors="replace")[-2000:],
+            proc.stderr.decode(errors="replace")[-2000:]))
     return Run(seconds, rss, proc.returncode, {"stdout": proc.stdout}, cpu)
 
 
@@ -424,7 +423,7 @@ def bench_rerun(reg, target, workdir, reps, full_row, skopeo_row=None):
     if skopeo_row is not None and skopeo_row.median:
         row.extra["of_skopeo"] = row.median / skopeo_row.median
     row.note = "%d blob requests; requests per run: %s" % (blob_gets, ", ".join(requests_seen) or "none")
-    log("  %-30s %7.3f s (%s)" % (row.case, row.median, row.note))
+    log("  %-30s %7.3f s (%s)" % (row.case, row.median or 0.0, row.note))
     return row
 
 
@@ -534,7 +533,7 @@ def log(message):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="smaller images (100 MB), 3 repetitions")
     mode.add_argument("--smoke", action="store_true", help="tiny images, 1 repetition (checks the harness only)")

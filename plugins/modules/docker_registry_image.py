@@ -299,6 +299,7 @@ def fetch(rm):
             return
 
     client = rm.client
+    known_configs = {}   # manifest digest -> config bytes already fetched while resolving
     if all_platforms:
         top, manifests = client.resolve_all()
         selected = manifests
@@ -309,6 +310,7 @@ def fetch(rm):
         rm.describe(resolved)
         top = resolved.top
         selected = [(resolved.platform, resolved.image)]
+        known_configs[resolved.image.digest] = resolved.config_bytes
     _diff(rm, old_inputs, top.digest)
     if rm.check_mode:
         rm.result["layers"] = [{"digest": d.get("digest"), "size": d.get("size"), "media_type": d.get("mediaType"),
@@ -319,7 +321,7 @@ def fetch(rm):
     images = []
     wanted_layers = []
     for _plat, manifest in selected:
-        config_bytes = client.get_blob_bytes(manifest.config, what="config")
+        config_bytes = known_configs.get(manifest.digest) or client.get_blob_bytes(manifest.config, what="config")
         config = parse_config(config_bytes, "config %s" % manifest.config.get("digest"))
         diff_ids = config_diff_ids(config, len(manifest.layers), "the config of %s" % manifest.digest)
         pairs = list(zip(manifest.layers, diff_ids))

@@ -36,7 +36,7 @@ def test_path_traversal_in_diff_ids_refused(fresh_registry, tmp_path):
         assert_clean_failure(result)
         assert "diff_ids" in result["msg"]
     assert os.listdir(str(work)) == []
-    assert not [p for p in tmp_path.rglob("PWNED*")]
+    assert not list(tmp_path.rglob("PWNED*"))
 
 
 def test_broken_config_shapes(fresh_registry, tmp_path):

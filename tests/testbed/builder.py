@@ -818,7 +818,7 @@ def _build_kind(kind, big_size=300 * MiB, realistic_size=450 * MiB, bomb_size=1 
                  "/usr/lib/python3.11"]
         roots = [r for r in roots if os.path.isdir(r)]
         tars, total = tars_of_directories(roots, layer_bytes=realistic_size // 5, max_bytes=realistic_size)
-        layers = [layer_from_tar(t) for t in tars]
+        layers = [layer_from_tar(t, fmt="oci") for t in tars]   # OCI layer types in an OCI manifest
         extra["content_bytes"] = total
         extra["roots"] = roots
         return build_image(layers, fmt="oci"), extra
