@@ -24,7 +24,7 @@ from ansible_collections.hocker.registry.plugins.module_utils._registry.client i
 from ansible_collections.hocker.registry.plugins.module_utils._registry.errors import MissingLibrary, RegistryError
 from ansible_collections.hocker.registry.plugins.module_utils._registry.platform import host_platform, parse_platform
 from ansible_collections.hocker.registry.plugins.module_utils._registry.reference import parse_reference
-from ansible_collections.hocker.registry.plugins.module_utils._registry.store import BlobStore
+from ansible_collections.hocker.registry.plugins.module_utils._registry.store import BlobStore, hash_file
 
 COMMON_ARGS = dict(
     image=dict(type="str", required=True),
@@ -48,9 +48,6 @@ COMMON_ARGS = dict(
 
 COMMON_REQUIRED_TOGETHER = [["client_cert", "client_key"], ["username", "password"]]
 COMMON_MUTUALLY_EXCLUSIVE = [["token", "username"], ["token", "password"]]
-
-CHUNK = 1024 * 1024
-
 
 class RegistryModule:
     """An AnsibleModule with the shared options, plus helpers that every module of the collection uses."""
@@ -222,11 +219,4 @@ def file_sha256(path):
     """sha256 hex of a regular file, or None if it does not exist."""
     if not path or not os.path.isfile(path):
         return None
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while True:
-            block = handle.read(CHUNK)
-            if not block:
-                break
-            digest.update(block)
-    return digest.hexdigest()
+    return hash_file(path)[0].split(":", 1)[1]
