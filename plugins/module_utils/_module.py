@@ -49,6 +49,7 @@ COMMON_ARGS = dict(
 COMMON_REQUIRED_TOGETHER = [["client_cert", "client_key"], ["username", "password"]]
 COMMON_MUTUALLY_EXCLUSIVE = [["token", "username"], ["token", "password"]]
 
+
 class RegistryModule:
     """An AnsibleModule with the shared options, plus helpers that every module of the collection uses."""
 
