@@ -172,15 +172,12 @@ class RegistryModule:
             self.result["image"] = str(self._reference)
 
     # ---------------------------------------------------------------- files
-    def file_args(self, path):
-        args = self.module.load_file_common_arguments(self.params, path=path)
-        return args
-
     def apply_file_attributes(self, path, changed):
         """Apply mode/owner/group/...; returns the new changed flag (check mode aware)."""
         if not os.path.lexists(path):
             return changed
-        return self.module.set_fs_attributes_if_different(self.file_args(path), changed)
+        file_args = self.module.load_file_common_arguments(self.params, path=path)
+        return self.module.set_fs_attributes_if_different(file_args, changed)
 
     def write_bytes(self, dest, data):
         """Put ``data`` at ``dest`` atomically unless it is already there. Returns True if it changed."""
@@ -194,7 +191,7 @@ class RegistryModule:
         changed = digest_old != digest_new
         if changed and not self.check_mode:
             self.atomic_write(dest, lambda fh: fh.write(data))
-        return self.apply_file_attributes(dest, changed) if not self.check_mode or os.path.exists(dest) else changed
+        return self.apply_file_attributes(dest, changed)
 
     def atomic_write(self, dest, producer):
         """Write through ``producer(fileobj)`` into a temp file beside ``dest``, fsync, rename over ``dest``.

@@ -190,10 +190,10 @@ import re
 from ansible_collections.hocker.registry.plugins.module_utils._module import RegistryModule, file_sha256
 from ansible_collections.hocker.registry.plugins.module_utils._registry.blobs import (
     download, fetch_to_store, foreign_urls)
+from ansible_collections.hocker.registry.plugins.module_utils._registry.compression import decompress_stream
 from ansible_collections.hocker.registry.plugins.module_utils._registry.errors import (
     DigestMismatch, InvalidReference, NotFound)
 from ansible_collections.hocker.registry.plugins.module_utils._registry.manifest import config_diff_ids
-from ansible_collections.hocker.registry.plugins.module_utils._registry.store import CHUNK
 
 
 def _layer_position(layers, layer, index, image):
@@ -210,24 +210,6 @@ def _layer_position(layers, layer, index, image):
     if not -len(layers) <= index < len(layers):
         raise NotFound("%s has %d layers; index %d is out of range" % (image, len(layers), index))
     return index % len(layers)
-
-
-def _copy_verified(source, digest):
-    algorithm = digest.split(":", 1)[0]
-
-    def producer(handle):
-        import hashlib
-        hasher = hashlib.new(algorithm)
-        with open(source, "rb") as src:
-            while True:
-                block = src.read(CHUNK)
-                if not block:
-                    break
-                hasher.update(block)
-                handle.write(block)
-        if "%s:%s" % (algorithm, hasher.hexdigest()) != digest:
-            raise DigestMismatch("the stored blob %s is corrupt" % digest)
-    return producer
 
 
 def fetch(rm):
@@ -266,28 +248,10 @@ def fetch(rm):
 
 
 def _place(rm, client, descriptor, diff_id, dest):
-    from ansible_collections.hocker.registry.plugins.module_utils._registry.compression import decompress_stream
-
-    store = rm.store
-    decompress = rm.params["decompress"]
-    if store is not None:
-        for attempt in (1, 2):
-            source, result = fetch_to_store(client, store, descriptor)
-            if result is not None:
-                rm.result["resumed"] = result.resumed
-            try:
-                if decompress:
-                    rm.atomic_write(dest, lambda fh: decompress_stream(source, fh, expected_digest=descriptor["digest"],
-                                                                       expected_diff_id=diff_id))
-                else:
-                    rm.atomic_write(dest, _copy_verified(source, descriptor["digest"]))
-                return
-            except DigestMismatch:
-                # a blob that rotted in the store: drop it and download it once more
-                store.remove_blob(descriptor["digest"])
-                if attempt == 2 or result is not None:
-                    raise
+    if rm.store is not None:
+        _place_from_store(rm, client, descriptor, diff_id, dest)
         return
+    decompress = rm.params["decompress"]
     directory, name = os.path.split(os.path.abspath(dest))
     if not os.path.isdir(directory):
         raise NotFound("the directory of dest %s does not exist" % dest)
@@ -301,6 +265,30 @@ def _place(rm, client, descriptor, diff_id, dest):
             os.unlink(partial)
     else:
         rm.module.atomic_move(partial, dest)
+
+
+def _place_from_store(rm, client, descriptor, diff_id, dest):
+    """Fetch the blob into the blob store (unless it is there) and copy or decompress it to ``dest``."""
+    store = rm.store
+    decompress = rm.params["decompress"]
+    for attempt in (1, 2):
+        source, result = fetch_to_store(client, store, descriptor)
+        if result is not None:
+            rm.result["resumed"] = result.resumed
+        try:
+            if decompress:
+                rm.atomic_write(dest, lambda fh: decompress_stream(source, fh, expected_digest=descriptor["digest"],
+                                                                   expected_diff_id=diff_id))
+            else:
+                # a plain copy, verified on the way (the stored blob may have rotted)
+                rm.atomic_write(dest, lambda fh: decompress_stream(source, fh, kind="none",
+                                                                   expected_digest=descriptor["digest"]))
+            return
+        except DigestMismatch:
+            # a blob that rotted in the store: drop it and download it once more
+            store.remove_blob(descriptor["digest"])
+            if attempt == 2 or result is not None:
+                raise
 
 
 def main():
