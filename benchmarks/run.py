@@ -47,6 +47,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zlib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -116,7 +117,7 @@ def _timed(cmd, env=None, cwd=None):
     return Run(seconds, rss, proc.returncode, {"stdout": proc.stdout}, cpu)
 
 
-def run_module(name, args):
+def run_module(name, args, extra_env=None):
     """Run a module as Ansible does (a python process given an args file); wall time includes start-up."""
     modrun.ensure_pyroot()
     payload = dict(args)
@@ -128,6 +129,7 @@ def run_module(name, args):
         json.dump({"ANSIBLE_MODULE_ARGS": payload}, handle)
     env = dict(os.environ)
     env["PYTHONPATH"] = modrun.PYROOT + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(extra_env or {})
     cmd = modrun.module_command(name, path, measure_rss=True)
     try:
         proc, seconds, _time_rss, cpu = _run_timed(cmd, env=env, cwd=tempfile.gettempdir())
@@ -232,9 +234,9 @@ def prepare_images(reg, big_size, realistic_size, keys):
 # ---------------------------------------------------------------------------------------------------------
 # cases
 # ---------------------------------------------------------------------------------------------------------
-def case_hocker(target, dest, layers):
+def case_hocker(target, dest, layers, extra_env=None):
     _remove(dest)
-    run = run_module("docker_registry_image", {"image": target.image, "dest": dest, "layers": layers})
+    run = run_module("docker_registry_image", {"image": target.image, "dest": dest, "layers": layers}, extra_env)
     _remove(dest)
     return run
 
@@ -339,6 +341,10 @@ def bench_image(target, workdir, reps, with_ansible):
         ("curl", lambda: case_curl(urls)),
         ("curl sequential", lambda: case_curl(urls, parallel=False)),
     ]
+    if HAS_ISAL:
+        # the same module with the standard library's zlib instead of python-isal (the optional accelerator)
+        cases.insert(2, ("hocker uncompressed, zlib",
+                         lambda: case_hocker(target, dest, "uncompressed", {"HOCKER_REGISTRY_INFLATE": "zlib"})))
     log("%s: %d layers, %.1f MB of blobs, %d repetitions" % (title, len(target.layers), target.total_size / MB,
                                                              reps))
     runs = paired(cases, reps)
@@ -356,6 +362,8 @@ def bench_image(target, workdir, reps, with_ansible):
             row.note = "%.2fx sequential curl" % row.ratio("curl sequential")
         if name == "curl sequential":
             row.note = "one transfer at a time (reference only)"
+        if name == "hocker uncompressed, zlib":
+            row.note = "gzip inflated by the standard library's zlib instead of isal; " + row.note
         rows.append(row)
     if with_ansible:
         row = Row(title, "ansible ad-hoc, uncompressed", "no target")
@@ -430,6 +438,13 @@ def bench_rerun(reg, target, workdir, reps, full_row, skopeo_row=None):
 # ---------------------------------------------------------------------------------------------------------
 # report
 # ---------------------------------------------------------------------------------------------------------
+try:
+    import isal  # noqa: F401  (the module inflates gzip with it when it is installed)
+    HAS_ISAL = True
+except ImportError:
+    HAS_ISAL = False
+
+
 def _fmt(value, pattern):
     return "-" if value is None else pattern % value
 
@@ -460,8 +475,17 @@ def machine():
             versions.append(out.splitlines()[0].strip())
         except (OSError, IndexError):
             pass
+    inflate = "isal %s" % _isal_version() if HAS_ISAL else "zlib %s (isal not installed)" % zlib.ZLIB_RUNTIME_VERSION
     return {"nproc": os.cpu_count(), "cpu": model, "memory": mem, "kernel": platform.release(),
-            "python": sys.version.split()[0], "tools": versions}
+            "python": sys.version.split()[0], "tools": versions, "inflate": inflate}
+
+
+def _isal_version():
+    try:
+        from importlib.metadata import version
+        return version("isal")
+    except Exception:  # pylint: disable=broad-except
+        return "?"
 
 
 TARGETS = {
@@ -508,8 +532,9 @@ def render(rows, info, command, profile, load=None):
         "",
         "Command: `%s` (profile %s)" % (command, profile),
         "",
-        "Machine: %d CPUs (%s), %s RAM, Linux %s, Python %s; %s" % (
-            info["nproc"], info["cpu"], info["memory"], info["kernel"], info["python"], "; ".join(info["tools"])),
+        "Machine: %d CPUs (%s), %s RAM, Linux %s, Python %s; %s; gzip inflated by %s" % (
+            info["nproc"], info["cpu"], info["memory"], info["kernel"], info["python"], "; ".join(info["tools"]),
+            info["inflate"]),
         "",
         "Load average (1 min) at the start and the end of the run: %s (other work on the machine competes for "
         "the same cores)." % (load or "-"),

@@ -37,8 +37,11 @@ the next ``feed``/``write``. A truncated zstd stream is not detected here (zstan
 the diff_id check catches it.
 
 zstd needs the ``zstandard`` library; without it a zstd stream raises ``MissingLibrary``. gzip and
-uncompressed data only need the standard library. zlib, hashlib and file I/O release the GIL on large
-buffers, so several layers can be processed in threads.
+uncompressed data only need the standard library. When the optional ``isal`` library (python-isal, Intel's
+ISA-L) is installed, gzip is inflated with it: about twice as fast as zlib on the same data, same results
+(it checks the gzip CRC and length too). The environment variable ``HOCKER_REGISTRY_INFLATE=zlib`` forces
+the standard library. ``inflate_backend()`` tells which one is used. zlib, isal, hashlib and file I/O
+release the GIL on large buffers, so several layers can be processed in threads.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -46,6 +49,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import hashlib
+import os
 import zlib
 
 from ansible_collections.hocker.registry.plugins.module_utils._registry._compat import require_zstandard
@@ -67,6 +71,29 @@ _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 class DecompressionError(RegistryError):
     """Corrupt or truncated compressed data."""
+
+
+_INFLATE = []   # [(name, decompressobj, error classes)] once chosen
+
+
+def _inflater():
+    """Return (name, decompressobj factory, exception classes) of the gzip inflater to use."""
+    if not _INFLATE:
+        choice = ("zlib", zlib.decompressobj, (zlib.error,))
+        if os.environ.get("HOCKER_REGISTRY_INFLATE", "auto").lower() != "zlib":
+            try:
+                from isal import isal_zlib
+            except ImportError:
+                pass
+            else:
+                choice = ("isal", isal_zlib.decompressobj, (zlib.error, isal_zlib.error))
+        _INFLATE.append(choice)
+    return _INFLATE[0]
+
+
+def inflate_backend():
+    """``'isal'`` or ``'zlib'``: the library that inflates gzip layers in this process."""
+    return _inflater()[0]
 
 
 def detect(first_bytes):
@@ -122,6 +149,8 @@ class Decompressor(object):
         self._head = b""           # bytes kept while sniffing for kind=auto
         self._finished = False
         self._gz = None
+        self._gz_new = None
+        self._gz_errors = ()
         self._gz_members = 0
         self._gz_padding = False
         self._gz_fed = False
@@ -134,7 +163,8 @@ class Decompressor(object):
     def _start(self, kind):
         self.kind = kind
         if kind == GZIP:
-            self._gz = zlib.decompressobj(31)
+            _name, self._gz_new, self._gz_errors = _inflater()
+            self._gz = self._gz_new(31)
         elif kind == ZSTD:
             zstandard = require_zstandard()
             self._zsrc = _FeedSource()
@@ -186,7 +216,7 @@ class Decompressor(object):
         """Called at the end of a gzip member with the bytes that followed it."""
         if count:
             self._gz_members += 1
-            self._gz = zlib.decompressobj(31)
+            self._gz = self._gz_new(31)
             self._gz_fed = False
         if rest and bytes(rest[:2]) != _GZIP_MAGIC[:len(rest[:2])]:
             self._gz_padding = True
@@ -218,7 +248,7 @@ class Decompressor(object):
                 self._gz_fed = True
             try:
                 out = gz.decompress(data, limit)
-            except zlib.error as exc:
+            except self._gz_errors as exc:
                 raise DecompressionError("invalid gzip data: %s" % exc)
             if out:
                 yield self._count(out)

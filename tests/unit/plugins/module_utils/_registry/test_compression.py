@@ -17,6 +17,17 @@ DATA = bytes(RNG.getrandbits(8) for _i in range(200000)) + b"layer-data " * 3000
 SKIPPABLE = b"\x5a\x2a\x4d\x18" + (6).to_bytes(4, "little") + b"ignore"
 
 
+@pytest.fixture(autouse=True, params=["zlib", "isal"])
+def inflate_backend(request, monkeypatch):
+    """Every test runs with the standard library's zlib and with ISA-L (python-isal, in the CI venv)."""
+    if request.param == "isal":
+        import isal.isal_zlib  # noqa: F401  (the CI venv installs it: fail, never skip, when it is missing)
+    monkeypatch.setenv("HOCKER_REGISTRY_INFLATE", "auto" if request.param == "isal" else "zlib")
+    monkeypatch.setattr(c, "_INFLATE", [])
+    assert c.inflate_backend() == request.param
+    return request.param
+
+
 def sha(data):
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
