@@ -228,7 +228,7 @@ from ansible_collections.hocker.registry.plugins.module_utils._module import Reg
 from ansible_collections.hocker.registry.plugins.module_utils._registry import archive
 from ansible_collections.hocker.registry.plugins.module_utils._registry.errors import InvalidReference
 from ansible_collections.hocker.registry.plugins.module_utils._registry.manifest import config_diff_ids, parse_config
-from ansible_collections.hocker.registry.plugins.module_utils._registry.pipeline import fetch_layers
+from ansible_collections.hocker.registry.plugins.module_utils._registry.pipeline import expected_sizes, fetch_layers
 from ansible_collections.hocker.registry.plugins.module_utils._registry.reference import parse_reference
 
 ORIGIN_VERSION = 1
@@ -340,49 +340,89 @@ def fetch(rm):
     # leaves at most this one behind, and the next run starts it afresh; a lock keeps concurrent runs for the
     # same dest apart
     workdir = os.path.join(directory, ".%s.hocker-work" % os.path.basename(dest))
+    inputs = _inputs(rm, top.digest, repo_tags, platform_text)
+    seen = set()
+    layer_list = []
+    for d, diff_id in wanted_layers:
+        if d["digest"] not in seen:
+            seen.add(d["digest"])
+            layer_list.append({"digest": d["digest"], "diff_id": diff_id, "size": d.get("size"),
+                               "media_type": d.get("mediaType")})
+    outputs = {"manifest_digest": rm.result.get("manifest_digest"), "config_digest": rm.result.get("config_digest"),
+               "platform": rm.result.get("platform"), "layers": layer_list}
+    write_args = dict(format=fmt, layers=p["layers"], repo_tags=repo_tags, name=ref.containerd_name,
+                      origin={"inputs": inputs, "outputs": outputs})
     lock = _lock_workdir(workdir, dest)
+    placed = None
     try:
+        staged = os.path.join(workdir, "out" if fmt == "oci-dir" else "archive")
+        placed = _open_placed(rm, images, wanted_layers, staged, workdir, write_args)
         fetched = fetch_layers(client, wanted_layers, workdir, p["layers"] == "uncompressed", store=rm.store,
-                               max_workers=p["max_workers"])
+                               max_workers=p["max_workers"], placement=placed)
         rm.result["cache_hits"] = sum(1 for f in fetched.values() if f.from_cache)
-        archive_images = []
-        for manifest, config_bytes, pairs in images:
-            layers = [archive.Layer(d["digest"], diff_id, d.get("size"), d.get("mediaType"),
-                                    fetched[d["digest"]].path, urls=d.get("urls")) for d, diff_id in pairs]
-            archive_images.append(archive.Image(config_bytes, manifest.raw, layers,
-                                                config_digest=manifest.config.get("digest"),
-                                                manifest_digest=manifest.digest,
-                                                manifest_media_type=manifest.media_type))
-        inputs = _inputs(rm, top.digest, repo_tags, platform_text)
-        seen = set()
-        layer_list = []
-        for d, diff_id in wanted_layers:
-            if d["digest"] not in seen:
-                seen.add(d["digest"])
-                layer_list.append({"digest": d["digest"], "diff_id": diff_id, "size": d.get("size"),
-                                   "media_type": d.get("mediaType")})
-        outputs = {"manifest_digest": rm.result.get("manifest_digest"), "config_digest": rm.result.get("config_digest"),
-                   "platform": rm.result.get("platform"), "layers": layer_list}
-        origin = {"inputs": inputs, "outputs": outputs}
+        if placed is not None:
+            result = placed.finish()
+            placed = None
+        else:
+            archive_images = _archive_images(images, lambda d, diff_id: fetched[d["digest"]].path)
+            if fmt == "oci-dir":
+                result = archive.write_archive(staged, archive_images, **write_args)
+            else:
+                result = archive.write_archive(staged, archive_images, compression=p["compression"], **write_args)
         if fmt == "oci-dir":
-            staged = os.path.join(workdir, "out")
-            result = archive.write_archive(staged, archive_images, format=fmt, layers=p["layers"],
-                                           repo_tags=repo_tags, name=ref.containerd_name, origin=origin)
             _swap_dir(staged, dest, workdir)
         else:
-            staged = os.path.join(workdir, "archive")
-            result = archive.write_archive(staged, archive_images, format=fmt, layers=p["layers"],
-                                           repo_tags=repo_tags, name=ref.containerd_name, origin=origin,
-                                           compression=p["compression"])
             with open(staged, "rb") as handle:
                 os.fsync(handle.fileno())
             rm.module.atomic_move(staged, dest)
         rm.result["layers"] = layer_list
         rm.result["bytes_written"] = result["bytes_written"]
     finally:
+        if placed is not None:
+            placed.abort()
         shutil.rmtree(workdir, ignore_errors=True)
         _unlock_workdir(workdir, lock)
     rm.result["changed"] = rm.apply_file_attributes(dest, True)
+
+
+def _archive_images(images, path_of, size_of=None):
+    """archive.Image objects for the selected images; ``path_of(descriptor, diff_id)`` names each layer's file,
+    ``size_of`` its (expected) uncompressed size."""
+    result = []
+    for manifest, config_bytes, pairs in images:
+        layers = [archive.Layer(d["digest"], diff_id, d.get("size"), d.get("mediaType"), path_of(d, diff_id),
+                                uncompressed_size=size_of(d, diff_id) if size_of else None, urls=d.get("urls"))
+                  for d, diff_id in pairs]
+        result.append(archive.Image(config_bytes, manifest.raw, layers, config_digest=manifest.config.get("digest"),
+                                    manifest_digest=manifest.digest, manifest_media_type=manifest.media_type))
+    return result
+
+
+def _open_placed(rm, images, wanted_layers, staged, workdir, write_args):
+    """Lay the archive out before fetching, so that every layer is written once, straight into its place.
+
+    Possible for archives without compression when every layer file's size is known beforehand: the blob
+    sizes for ``layers=compressed``; for ``uncompressed``, the sizes a gzip blob records in its last bytes
+    (``expected_sizes``). Returns None when that is not the case (the layers then go to files of the work
+    directory and the archive is assembled after the fetch).
+    """
+    p = rm.params
+    if p["format"] == "oci-dir" or p["compression"] != "none":
+        return None
+    if os.environ.get("HOCKER_REGISTRY_PLACE_LAYERS", "1") == "0":   # for comparisons (tests, benchmarks)
+        return None
+    size_of = None
+    if p["layers"] == "uncompressed":
+        sizes = expected_sizes(rm.client, wanted_layers, store=rm.store, max_workers=p["max_workers"])
+        if not sizes or any(size is None for size in sizes.values()):
+            return None
+
+        def size_of(_descriptor, diff_id):
+            return sizes[diff_id]
+    archive_images = _archive_images(images, lambda d, diff_id: None, size_of)
+    if not archive.can_place(archive_images, p["format"], p["layers"]):
+        return None
+    return archive.open_placed(staged, archive_images, workdir=workdir, **write_args)
 
 
 def _lock_workdir(workdir, dest):

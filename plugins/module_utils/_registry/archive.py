@@ -142,9 +142,9 @@ def _is_foreign(media_type):
 class Layer(object):
     """A layer of an image (see the module docstring)."""
 
-    __slots__ = ("digest", "diff_id", "size", "media_type", "path", "uncompressed_size", "urls")
+    __slots__ = ("digest", "diff_id", "size", "media_type", "path", "uncompressed_size", "urls", "offset")
 
-    def __init__(self, digest, diff_id, size, media_type, path, uncompressed_size=None, urls=None):
+    def __init__(self, digest, diff_id, size, media_type, path, uncompressed_size=None, urls=None, offset=0):
         self.digest = digest
         self.diff_id = diff_id
         self.size = size
@@ -152,6 +152,7 @@ class Layer(object):
         self.path = path
         self.uncompressed_size = uncompressed_size
         self.urls = list(urls) if urls else None
+        self.offset = offset
 
     @classmethod
     def coerce(cls, obj):
@@ -406,12 +407,12 @@ def plan(images, format="docker-archive", layers="uncompressed", repo_tags=(), n
             layer_paths.append(bname)
             if digest not in seen:
                 seen.add(digest)
-                if layers == "compressed":
+                if layers == "compressed" and layer.path is not None and not layer.offset:
                     actual = _file_size(layer.path)
                     if actual != size:
                         raise ArchiveError("layer file %s has %d bytes, the manifest says %d"
                                            % (layer.path, actual, size))
-                layer_blobs.append((bname, None, layer.path, size))
+                layer_blobs.append((bname, None, (layer.path, layer.offset) if layer.offset else layer.path, size))
             if _is_foreign(layer.media_type):
                 src = {"mediaType": layer.media_type, "digest": layer.digest, "size": layer.size}
                 if layer.urls:
@@ -539,7 +540,14 @@ class _Flusher(object):
         except OSError as exc:
             self.error = exc
 
-    def copied_bytes(self, n):
+    def copied_bytes(self, n, lock=None):
+        if lock is not None:
+            with lock:
+                self._count(n)
+        else:
+            self._count(n)
+
+    def _count(self, n):
         self.copied += n
         if self.copied >= FLUSH_AFTER and (self.thread is None or not self.thread.is_alive()):
             import threading
@@ -569,7 +577,13 @@ class _Sink(object):
         self.out.write(data)
 
     def copy_file(self, path, size):
+        """Copy ``size`` bytes of ``path`` (or of a ``(path, offset)`` pair: a region of a bigger file)."""
+        start = 0
+        if isinstance(path, tuple):
+            path, start = path
         with open(path, "rb", buffering=0) as src:
+            if start:
+                src.seek(start)
             remaining = size
             if self.fd is not None and hasattr(os, "copy_file_range"):
                 try:
@@ -582,7 +596,7 @@ class _Sink(object):
                             self.out.written += n
                 except OSError:
                     # e.g. EXDEV or ENOSYS: continue with plain copying from where we are
-                    src.seek(size - remaining)
+                    src.seek(start + size - remaining)
             if remaining:
                 if self._buf is None:
                     self._buf = bytearray(COPY_SIZE)
@@ -593,7 +607,7 @@ class _Sink(object):
                         break
                     self.write(view[:n])
                     remaining -= n
-            if remaining or src.read(1):
+            if remaining or (not start and src.read(1)):
                 raise ArchiveError("layer file %s changed size while it was copied" % path)
         if self.flusher is not None:
             self.flusher.copied_bytes(size)
@@ -685,6 +699,219 @@ def write_archive(dest, images, format="docker-archive", layers="uncompressed", 
         "bytes_written": written,
         "members": [m[0] for m in p.members],
     }
+
+
+# ---------------------------------------------------------------------------------------------------------
+# writing layers in place
+# ---------------------------------------------------------------------------------------------------------
+def can_place(images, format="docker-archive", layers="uncompressed", compression="none"):
+    """Whether ``open_placed`` can lay out this archive before the layer files exist."""
+    if format == "oci-dir" or compression != "none":
+        return False
+    if isinstance(images, (Image, dict)):
+        images = [images]
+    if layers == "compressed" and format != "docker-archive":
+        # a docker manifest converted to OCI takes each layer's media type from its content
+        return all(Image.coerce(i).manifest_media_type == OCI_MANIFEST for i in images)
+    return True
+
+
+class _Region(object):
+    """Writes one layer into its place in a placed archive; what does not fit goes to a spill file."""
+
+    def __init__(self, owner, name, offset, capacity, spill_path):
+        self.owner = owner
+        self.name = name
+        self.offset = offset
+        self.capacity = capacity
+        self.spill_path = spill_path
+        self.spill = None
+        self.size = 0
+        self.closed = False
+
+    def write(self, data):
+        n = len(data)
+        if self.closed:
+            raise ValueError("write to a closed layer region")
+        if self.spill is None and self.size + n > self.capacity:
+            # bigger than its place: from now on the whole layer lives in a spill file
+            self.spill = open(self.spill_path, "wb")
+            if self.size:
+                self.owner.copy_out(self.offset, self.size, self.spill)
+        if self.spill is not None:
+            self.spill.write(data)
+        else:
+            self.owner.pwrite(data, self.offset + self.size)
+        self.size += n
+        return n
+
+    def close(self):
+        if not self.closed:
+            self.closed = True
+            if self.spill is not None:
+                self.spill.close()
+
+    def abandon(self):
+        self.close()
+
+    @property
+    def fits(self):
+        return self.closed and self.spill is None and self.size == self.capacity
+
+
+class PlacedArchive(object):
+    """An archive laid out before its layers exist: see ``open_placed``."""
+
+    def __init__(self, path, images, plan_, options, workdir):
+        import threading
+        self.path = path
+        self.images = images
+        self.plan = plan_
+        self.options = options
+        self.workdir = workdir
+        self.regions = {}          # member name -> (offset, capacity)
+        self.writers = {}          # member name -> the latest _Region
+        self._lock = threading.Lock()
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        self.flusher = _Flusher(self.fd)
+        try:
+            self.total = self._lay_out()
+        except BaseException:
+            self.abort()
+            raise
+
+    def _lay_out(self):
+        offset = 0
+        for name, data, _path, size in self.plan.members:
+            header = _tar_header(name, size)
+            self.pwrite(header, offset)
+            offset += len(header)
+            if size is None:
+                continue
+            if data is not None:
+                self.pwrite(data, offset)
+            else:
+                self.regions[name] = (offset, size)
+            offset += size + (-size % _BLOCK)
+        offset += 2 * _BLOCK
+        os.ftruncate(self.fd, offset)   # padding and the end-of-archive blocks are zeros
+        return offset
+
+    def pwrite(self, data, offset):
+        view = memoryview(data)
+        while view:
+            n = os.pwrite(self.fd, view, offset)
+            view = view[n:]
+            offset += n
+        self.flusher.copied_bytes(len(data), self._lock)
+
+    def copy_out(self, offset, size, handle):
+        while size:
+            block = os.pread(self.fd, min(size, COPY_SIZE), offset)
+            if not block:
+                raise ArchiveError("the archive %s is shorter than expected" % self.path)
+            handle.write(block)
+            offset += len(block)
+            size -= len(block)
+
+    def writer(self, key):
+        """A sink (``write``/``close``/``abandon``) for the layer file named by ``key`` (its digest in the
+        archive: the diff_id for uncompressed layers, the blob digest for compressed ones). A new writer for
+        the same key starts the layer again from its first byte."""
+        name = _blob_name(key)
+        if name not in self.regions:
+            raise ArchiveError("no layer %s in this archive" % key)
+        offset, capacity = self.regions[name]
+        with self._lock:
+            old = self.writers.get(name)
+            region = _Region(self, name, offset, capacity, os.path.join(self.workdir, _hex(key) + ".spill"))
+            self.writers[name] = region
+        if old is not None:
+            old.abandon()
+        return region
+
+    def finish(self):
+        """Check that every layer filled its place exactly; returns what ``write_archive`` returns. When a
+        size was guessed wrong, the archive is written again from the places and spill files."""
+        self.flusher.finish()
+        missing = [name for name in self.regions if name not in self.writers or not self.writers[name].closed]
+        if missing:
+            raise ArchiveError("layer %s was never written" % missing[0])
+        if all(w.fits for w in self.writers.values()):
+            os.close(self.fd)
+            self.fd = None
+            return {"format": self.options["format"], "layers": self.plan.layers, "manifests": self.plan.manifests,
+                    "index_digest": self.plan.index_digest, "bytes_written": self.total,
+                    "members": [m[0] for m in self.plan.members], "rewritten": False}
+        result = self._rewrite()
+        result["rewritten"] = True
+        return result
+
+    def _rewrite(self):
+        sources = {}
+        for name, region in self.writers.items():
+            if region.spill is not None:
+                sources[name] = (region.spill_path, 0, region.size)
+            else:
+                sources[name] = (self.path, region.offset, region.size)
+        layers_mode = self.options["layers"]
+        images = []
+        for image in self.images:
+            layers = []
+            for layer in image.layers:
+                key = layer.diff_id if layers_mode == "uncompressed" else layer.digest
+                path, offset, size = sources[_blob_name(key)]
+                layers.append(Layer(layer.digest, layer.diff_id, layer.size, layer.media_type, path,
+                                    uncompressed_size=size, urls=layer.urls, offset=offset))
+            images.append(Image(image.config, image.manifest, layers, manifest_media_type=image.manifest_media_type))
+        second = self.path + ".rewrite"
+        try:
+            result = write_archive(second, images, **self.options)
+            os.close(self.fd)
+            self.fd = None
+            os.rename(second, self.path)
+        except BaseException:
+            if os.path.exists(second):
+                os.unlink(second)
+            raise
+        for path, _offset, _size in sources.values():
+            if path != self.path:
+                os.unlink(path)
+        return result
+
+    def abort(self):
+        """Close and delete the partial archive (after a failed fetch)."""
+        try:
+            self.flusher.finish()
+        except ArchiveError:
+            pass
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        for region in list(self.writers.values()):
+            region.close()
+            if region.spill is not None and os.path.exists(region.spill_path):
+                os.unlink(region.spill_path)
+        if os.path.exists(self.path):
+            os.unlink(self.path)
+
+
+def open_placed(dest, images, format="docker-archive", layers="uncompressed", repo_tags=(), name=None,
+                origin=None, workdir=None):
+    """Lay out an uncompressed-tar archive at ``dest`` before its layers exist (see the module docstring)."""
+    if isinstance(images, (Image, dict)):
+        images = [images]
+    images = [Image.coerce(i) for i in images]
+    if not can_place(images, format, layers):
+        raise ArchiveError("this archive cannot be laid out before its layers are fetched")
+    for image in images:
+        for layer in image.layers:
+            if layers == "uncompressed" and not isinstance(layer.uncompressed_size, int):
+                raise ArchiveError("placing uncompressed layers needs their (expected) sizes")
+    options = {"format": format, "layers": layers, "repo_tags": list(repo_tags or ()), "name": name,
+               "origin": origin, "compression": "none"}
+    p = plan(images, format=format, layers=layers, repo_tags=repo_tags, name=name, origin=origin)
+    return PlacedArchive(dest, images, p, options, workdir or os.path.dirname(os.path.abspath(dest)))
 
 
 # ---------------------------------------------------------------------------------------------------------

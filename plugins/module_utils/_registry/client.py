@@ -423,6 +423,26 @@ class RegistryClient:
             return response
         raise self._error(response, "blob %s" % digest)
 
+    def blob_range(self, digest, start, end):
+        """Bytes ``start``..``end`` (inclusive) of a blob, or None when the registry does not answer the range
+        exactly (no 206, another Content-Range, a short body); an error answer raises like ``open_blob``.
+        A 200 with the whole blob is closed unread."""
+        if self.offline:
+            return None
+        want = end - start + 1
+        headers = {"Accept-Encoding": "identity", "Range": "bytes=%d-%d" % (start, end)}
+        response = self._request("GET", "/v2/%s/blobs/%s" % (self.reference.repository, digest), headers=headers)
+        try:
+            if response.status_code not in (200, 206, 416):
+                raise self._error(response, "blob %s" % digest)
+            content_range = (response.headers.get("Content-Range") or "").strip()
+            if response.status_code != 206 or not content_range.startswith("bytes %d-%d/" % (start, end)):
+                return None
+            data = response.raw.read(want + 1, decode_content=False)
+            return data if len(data) == want else None
+        finally:
+            response.close()
+
     def open_url(self, url, offset=0):
         """Stream a blob from a foreign URL, never with registry credentials."""
         headers = {"Accept-Encoding": "identity"}

@@ -22,8 +22,8 @@ import threading
 from ansible_collections.hocker.registry.plugins.module_utils._registry.blobs import (
     download, fetch_to_store, foreign_urls)
 from ansible_collections.hocker.registry.plugins.module_utils._registry.compression import (
-    NONE, DecompressionError, Decompressor)
-from ansible_collections.hocker.registry.plugins.module_utils._registry.errors import DigestMismatch
+    GZIP, NONE, DecompressionError, Decompressor, detect)
+from ansible_collections.hocker.registry.plugins.module_utils._registry.errors import DigestMismatch, RegistryError
 
 READ_SIZE = 1024 * 1024
 
@@ -36,11 +36,10 @@ class _Unpacker:
     intact yet does not decompress.
     """
 
-    def __init__(self, path, digest, digest_verified=True):
+    def __init__(self, out, digest, digest_verified=True):
         self.digest = digest
         self.error = None
-        self.path = path
-        self.handle = open(path, "wb")
+        self.handle = out       # a file opened for writing, or a placed archive's layer writer
         self.decompressor = Decompressor()
         self.hasher = hashlib.sha256()
         self.size = 0
@@ -87,7 +86,7 @@ class _Unpacker:
         return "sha256:" + self.hasher.hexdigest()
 
     def abandon(self):
-        self.handle.close()
+        getattr(self.handle, "abandon", self.handle.close)()
 
 
 class _FileSink:
@@ -114,15 +113,24 @@ class FetchedLayer:
         self.resumed = resumed
 
 
-def fetch_layers(client, layers, workdir, uncompressed, store=None, max_workers=4):
+def fetch_layers(client, layers, workdir, uncompressed, store=None, max_workers=4, placement=None):
     """Fetch ``layers`` (a list of (descriptor, diff_id)); returns {digest: FetchedLayer}.
 
     Identical blobs are fetched once. Files are created in ``workdir`` (removed by the caller) unless they
-    are the store's own blobs (compressed mode with a store).
+    are the store's own blobs (compressed mode with a store). With ``placement`` (an
+    ``archive.PlacedArchive``) every layer is written straight into its place in the archive instead (the
+    FetchedLayer's ``path`` is None), keyed by diff_id (uncompressed) or blob digest (compressed).
     """
     unique = {}
+    same_tar = {}    # blob digest -> the blob whose tar it shares (uncompressed: one file per diff_id)
+    first_of = {}
     for descriptor, diff_id in layers:
-        unique.setdefault(descriptor["digest"], (descriptor, diff_id))
+        digest = descriptor["digest"]
+        if uncompressed and diff_id in first_of and first_of[diff_id] != digest:
+            same_tar[digest] = first_of[diff_id]
+            continue
+        first_of.setdefault(diff_id, digest)
+        unique.setdefault(digest, (descriptor, diff_id))
     lock = threading.Lock()
     open_sinks = []
     cancel = threading.Event()
@@ -131,6 +139,8 @@ def fetch_layers(client, layers, workdir, uncompressed, store=None, max_workers=
         descriptor, diff_id = item
         digest = descriptor["digest"]
         hexpart = digest.split(":", 1)[1]
+        if not uncompressed and placement is not None:
+            return _fetch_placed(client, store, descriptor, diff_id, placement, lock, open_sinks, cancel)
         if not uncompressed:
             if store is not None:
                 path, result = fetch_to_store(client, store, descriptor, cancel=cancel)
@@ -145,7 +155,10 @@ def fetch_layers(client, layers, workdir, uncompressed, store=None, max_workers=
             result = download(client, descriptor, None, foreign_urls(descriptor), file_sink, cancel)
             result.sink.close()
             return FetchedLayer(descriptor, diff_id, path, False, result.resumed)
-        out_path = os.path.join(workdir, diff_id.split(":", 1)[1] + ".tar")
+        out_path = None if placement is not None else os.path.join(workdir, diff_id.split(":", 1)[1] + ".tar")
+
+        def output():
+            return placement.writer(diff_id) if placement is not None else open(out_path, "wb")
 
         current = []
 
@@ -153,7 +166,7 @@ def fetch_layers(client, layers, workdir, uncompressed, store=None, max_workers=
             # called again when a download restarts from zero: the previous sink must stop writing first
             if current:
                 current.pop().abandon()
-            sink = _Unpacker(out_path, digest)
+            sink = _Unpacker(output(), digest)
             current.append(sink)
             with lock:
                 open_sinks.append(sink)
@@ -162,7 +175,7 @@ def fetch_layers(client, layers, workdir, uncompressed, store=None, max_workers=
         from_cache = False
         resumed = False
         if store is not None and store.has(digest, descriptor.get("size")):
-            sink = _Unpacker(out_path, digest, digest_verified=False)   # a stored blob is not re-hashed here
+            sink = _Unpacker(output(), digest, digest_verified=False)   # a stored blob is not re-hashed here
             with lock:
                 open_sinks.append(sink)
             with open(store.blob_path(digest), "rb") as blob:
@@ -218,7 +231,86 @@ def fetch_layers(client, layers, workdir, uncompressed, store=None, max_workers=
                 sink.abandon()
             except Exception:  # pylint: disable=broad-except
                 pass
-    return dict((digest, results[digest]) for digest in unique)
+    fetched = dict((digest, results[digest]) for digest in unique)
+    for digest, first in same_tar.items():
+        fetched[digest] = fetched[first]
+    return fetched
+
+
+def _fetch_placed(client, store, descriptor, diff_id, placement, lock, open_sinks, cancel):
+    """Compressed mode into a placed archive: the raw blob goes straight to its place (and to the store)."""
+    digest = descriptor["digest"]
+
+    def sink_factory():
+        sink = placement.writer(digest)
+        with lock:
+            open_sinks.append(sink)
+        return sink
+
+    if store is not None:
+        path, result = fetch_to_store(client, store, descriptor, sink_factory, cancel)
+        if result is None:
+            # already stored: copied from the store
+            sink = sink_factory()
+            with open(path, "rb") as blob:
+                while True:
+                    block = blob.read(READ_SIZE)
+                    if not block:
+                        break
+                    sink.write(block)
+            sink.close()
+            return FetchedLayer(descriptor, diff_id, None, True, False)
+    else:
+        result = download(client, descriptor, None, foreign_urls(descriptor), sink_factory, cancel)
+    result.sink.close()
+    return FetchedLayer(descriptor, diff_id, None, False, result.resumed)
+
+
+def expected_sizes(client, layers, store=None, max_workers=4):
+    """Guess the uncompressed size of each layer's tar before fetching it: {diff_id: size or None}.
+
+    A gzip member ends with its uncompressed length modulo 4 GiB, so four bytes from the end of the blob
+    (a ranged request, or a read of the stored blob) give it for single-member gzip; an uncompressed blob
+    is its own size. zstd, foreign layers and registries that do not answer ranges give None. A wrong guess
+    costs time, never correctness: the placed archive notices it and is written again.
+    """
+    unique = {}
+    for descriptor, diff_id in layers:
+        unique.setdefault(diff_id, descriptor)
+
+    def one(descriptor):
+        digest = descriptor["digest"]
+        size = descriptor.get("size")
+        media_type = descriptor.get("mediaType") or ""
+        if not isinstance(size, int) or size < 20 or "zstd" in media_type or foreign_urls(descriptor):
+            return None
+        if store is not None and store.has(digest, size):
+            with open(store.blob_path(digest), "rb") as blob:
+                head = blob.read(4)
+                blob.seek(size - 4)
+                tail = blob.read(4)
+            kind = detect(head)
+            if kind == GZIP:
+                return int.from_bytes(tail, "little")
+            return size if kind == NONE else None
+        if media_type.endswith((".tar", "diff.tar")):
+            return size
+        try:
+            tail = client.blob_range(digest, size - 4, size - 1)
+        except RegistryError:
+            return None   # the download itself reports what is wrong
+        return int.from_bytes(tail, "little") if tail else None
+
+    items = list(unique.items())
+    if not items:
+        return {}
+    workers = max(1, min(16, 2 * int(max_workers or 1), len(items)))
+    if workers == 1:
+        return dict((diff_id, one(d)) for diff_id, d in items)
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        sizes = list(pool.map(lambda item: one(item[1]), items))
+    return dict((diff_id, size) for (diff_id, _d), size in zip(items, sizes))
 
 
 def _size(descriptor):
