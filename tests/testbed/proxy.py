@@ -27,6 +27,8 @@ fault               effect (parameters)
                     with a "presigned" URL instead of relaying the body (else relay upstream's answer,
                     e.g. a 401 challenge, without using up the rule's count)
 ``loop``            answer ``status`` (default 302) redirecting to the same path again, forever
+``ignore_range``    forward without the request's ``Range`` / ``If-Range`` headers, like a server that does
+                    not do ranges: upstream answers 200 with the whole body
 ``oversize``        answer ``status`` (default 200) with a ``size``-byte body (a JSON manifest padded with
                     an annotation, or an error JSON for status >= 400); ``chunked=True`` omits
                     Content-Length (chunked transfer encoding)
@@ -74,7 +76,7 @@ _ERROR_CODES = {400: "BAD_REQUEST", 401: "UNAUTHORIZED", 403: "DENIED", 404: "NA
                 503: "UNAVAILABLE", 504: "GATEWAY_TIMEOUT"}
 
 FAULTS = ("pass", "reset", "truncate", "stall", "content_length", "flip", "status", "redirect", "redirect_blob",
-          "loop", "oversize")
+          "loop", "oversize", "ignore_range")
 
 
 class Rule:
@@ -462,6 +464,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 if lk in HOP_BY_HOP or lk in ("host", "x-forwarded-proto", "content-length"):
                     continue
                 if self.role == "blob" and lk == "authorization":
+                    continue
+                if rule is not None and rule.fault == "ignore_range" and lk in ("range", "if-range"):
                     continue
                 conn.putheader(k, v)
             if auth:

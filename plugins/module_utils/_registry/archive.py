@@ -55,6 +55,18 @@ API
     The same without writing: returns a ``Plan`` with ``members`` (list of ``(name, bytes_or_None,
     path_or_None, size)``; directories have size None), ``manifests``, ``index_digest`` and ``index``.
 
+``can_place(images, format, layers, compression='none')`` and ``open_placed(dest, images, format, layers,
+repo_tags, name, origin, workdir) -> PlacedArchive``
+    Lay out a docker-archive or oci-archive (no compression) before its layer files exist, from their sizes
+    (``Layer.size`` for compressed layers, ``Layer.uncompressed_size``, a guess, for uncompressed ones;
+    ``path`` None). Headers, metadata and the end of the archive are written at once; ``writer(key)`` (key:
+    the layer file's digest in the archive) returns a sink that writes the layer into its place from any
+    thread (a new writer for the same key starts the layer again); ``finish()`` returns what
+    ``write_archive`` returns, byte-identical output included. When a layer turned out bigger or smaller than
+    its place (it then went to a spill file in ``workdir``), ``finish()`` writes the archive again from the
+    places and spill files (``rewritten`` is True). ``abort()`` deletes everything. ``Layer.offset`` lets a
+    layer file be a region of a bigger file.
+
 ``read_index(path) -> dict | None`` and ``read_origin(path) -> dict | None``
     Read ``index.json`` of an existing archive (plain or gzip; only its first members are read) or of an
     oci-dir, and return it / the recorded origin. ``None`` when the path is missing, unreadable or not
