@@ -232,6 +232,7 @@ from ansible_collections.hocker.registry.plugins.module_utils._registry.pipeline
 from ansible_collections.hocker.registry.plugins.module_utils._registry.reference import parse_reference
 
 ORIGIN_VERSION = 1
+PLACE_MIN_AVERAGE = 4 * 1024 * 1024   # average blob size from which uncompressed layers are placed
 
 
 def _check_repo_tags(tags):
@@ -403,16 +404,25 @@ def _open_placed(rm, images, wanted_layers, staged, workdir, write_args):
 
     Possible for archives without compression when every layer file's size is known beforehand: the blob
     sizes for ``layers=compressed``; for ``uncompressed``, the sizes a gzip blob records in its last bytes
-    (``expected_sizes``). Returns None when that is not the case (the layers then go to files of the work
-    directory and the archive is assembled after the fetch).
+    (``expected_sizes``: one 4-byte ranged request per layer, so only for layers of some size or in the blob
+    store). Returns None when that is not the case (the layers then go to files of the work directory and
+    the archive is assembled after the fetch).
     """
     p = rm.params
     if p["format"] == "oci-dir" or p["compression"] != "none":
         return None
-    if os.environ.get("HOCKER_REGISTRY_PLACE_LAYERS", "1") == "0":   # for comparisons (tests, benchmarks)
+    # HOCKER_REGISTRY_PLACE_LAYERS: 0 never, 1 whenever possible (tests, benchmarks); unset: by layer size
+    setting = os.environ.get("HOCKER_REGISTRY_PLACE_LAYERS", "auto")
+    if setting == "0":
         return None
     size_of = None
     if p["layers"] == "uncompressed":
+        blobs = dict((d["digest"], d.get("size")) for d, _diff_id in wanted_layers)
+        stored = rm.store is not None and all(rm.store.has(digest, size) for digest, size in blobs.items())
+        total = sum(size for size in blobs.values() if isinstance(size, int))
+        if setting != "1" and not stored and total < PLACE_MIN_AVERAGE * len(blobs):
+            # small layers: copying them costs less than a ranged request per layer to a distant registry
+            return None
         sizes = expected_sizes(rm.client, wanted_layers, store=rm.store, max_workers=p["max_workers"])
         if not sizes or any(size is None for size in sizes.values()):
             return None
