@@ -840,6 +840,8 @@ class PlacedArchive(object):
             self.writers[name] = region
         if old is not None:
             old.abandon()
+            if old.spill is not None and os.path.exists(old.spill_path):
+                os.unlink(old.spill_path)
         return region
 
     def finish(self):
@@ -849,6 +851,12 @@ class PlacedArchive(object):
         missing = [name for name in self.regions if name not in self.writers or not self.writers[name].closed]
         if missing:
             raise ArchiveError("layer %s was never written" % missing[0])
+        if self.options["layers"] == "compressed":
+            # blob sizes come from the manifest: another size is an error, never a reason to rewrite
+            for name, region in self.writers.items():
+                if not region.fits:
+                    raise ArchiveError("layer %s has %d bytes, the manifest says %d"
+                                       % (name.rsplit("/", 1)[-1], region.size, region.capacity))
         if all(w.fits for w in self.writers.values()):
             os.close(self.fd)
             self.fd = None
