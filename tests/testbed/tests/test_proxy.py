@@ -93,6 +93,16 @@ def test_range_passthrough(proxy, upstream):
     assert r.status_code == 206 and r.content == upstream.blob[3 * MiB:]
 
 
+def test_ignore_range_answers_the_whole_blob(proxy, upstream):
+    proxy.add_rule("ignore_range", path=r"/blobs/", count=1)
+    r = requests.get(blob_url(proxy.url, upstream), headers={"Range": "bytes=1000-1999"})
+    assert r.status_code == 200 and "Content-Range" not in r.headers
+    assert r.content == upstream.blob
+    # the rule is used up: the next request gets its range again
+    r = requests.get(blob_url(proxy.url, upstream), headers={"Range": "bytes=1000-1999"})
+    assert r.status_code == 206 and r.content == upstream.blob[1000:2000]
+
+
 def test_reset_after_n_bytes(proxy, upstream):
     rule = proxy.add_rule("reset", "GET", r"/blobs/sha256:", count=1, after_bytes=100000)
     r, got, exc = read_raw(blob_url(proxy.url, upstream))
