@@ -126,3 +126,27 @@ def test_tampered_manifest_by_digest_fails(registry_anonymous, seeded):
                                                          "image": info.repository + "@" + info.digest})
         assert_clean_failure(result)
         assert "does not match the requested digest" in result["msg"]
+
+
+def test_tls_sniff_picks_the_scheme_of_loopback_registries(registry_anonymous, registry_basic, registry_mtls):
+    """The cheap handshake that decides https or http for a loopback registry named in the image."""
+    from testbed.registry import free_port
+    from ansible_collections.hocker.registry.plugins.module_utils._registry.transport import Transport
+
+    transport = Transport()
+    assert transport.speaks_tls("https://%s/v2/" % registry_anonymous.host) is False
+    assert transport.speaks_tls("https://%s/v2/" % registry_basic.host) is True
+    assert transport.speaks_tls("https://%s/v2/" % registry_mtls.host) is True   # even without a client cert
+    assert transport.speaks_tls("https://127.0.0.1:%d/v2/" % free_port("127.0.0.1")) is None   # nobody there
+    assert transport.speaks_tls("http://%s/v2/" % registry_anonymous.host) is None
+
+
+def test_loopback_registry_found_without_scheme(registry_anonymous, registry_basic, seeded):
+    """A loopback registry named in the image: plain http found by the sniff, https kept for a TLS one."""
+    from helpers import auth_args
+    for reg in (registry_anonymous, registry_basic):
+        info = seeded(reg)["oci-simple"]
+        result = run_module("docker_registry_manifest", dict(auth_args(reg), image=info.image(reg.host)))
+        assert result["rc"] == 0, result
+        assert result["config_digest"] == info.default["config_digest"]
+        assert result["image"].startswith(reg.host + "/")

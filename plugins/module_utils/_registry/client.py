@@ -130,6 +130,9 @@ class RegistryClient:
             return candidates[0]
         # loopback registry named in the image: https first, then plain http, like docker
         first, fallback = candidates
+        verdict = self.transport.speaks_tls(first)
+        if verdict is False:
+            return fallback
         try:
             response = self.transport.request("GET", first + "/v2/", retry=False)
             response.close()

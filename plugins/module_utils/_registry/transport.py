@@ -127,6 +127,35 @@ class Transport:
         except Exception:  # pylint: disable=broad-except
             return {}
 
+    def speaks_tls(self, url):
+        """Whether the server of an https ``url`` answers a TLS handshake: True, False (it answered like a
+        plain http server), or None when that cannot be told this way (no connection, a proxy is configured
+        for the URL). Nothing is verified and nothing but a ClientHello is sent: this only picks the scheme
+        for a loopback registry, whose requests then go through the verified transport. It avoids loading
+        the CA bundle for a handshake that fails anyway (about 15 ms)."""
+        import socket
+        import ssl
+        parts = urlsplit(url)
+        if parts.scheme != "https" or not parts.hostname or self._proxies(url):
+            return None
+        try:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            sock = socket.create_connection((parts.hostname, parts.port or 443), timeout=min(self.timeout, 10))
+        except (OSError, ValueError):
+            return None
+        try:
+            with context.wrap_socket(sock, server_hostname=parts.hostname) as tls:
+                tls.version()
+            return True
+        except ssl.SSLError as exc:
+            return False if _is_plain_http_answer(exc) else True
+        except OSError:
+            return None
+        finally:
+            sock.close()
+
     def _send_once(self, method, url, headers, stream, data=None):
         verify, cert = self._tls(url)
         requests = self._requests
