@@ -38,6 +38,7 @@ from __future__ import print_function
 
 import argparse
 import datetime
+import importlib.util
 import json
 import os
 import platform
@@ -438,11 +439,8 @@ def bench_rerun(reg, target, workdir, reps, full_row, skopeo_row=None):
 # ---------------------------------------------------------------------------------------------------------
 # report
 # ---------------------------------------------------------------------------------------------------------
-try:
-    import isal  # noqa: F401  (the module inflates gzip with it when it is installed)
-    HAS_ISAL = True
-except ImportError:
-    HAS_ISAL = False
+# the module inflates gzip with isal when this interpreter (the one the module runs with) has it
+HAS_ISAL = importlib.util.find_spec("isal") is not None
 
 
 def _fmt(value, pattern):
