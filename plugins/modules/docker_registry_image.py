@@ -89,8 +89,8 @@ options:
     default: false
 notes:
   - O(platform=all) with an OCI format keeps every platform of an index.
-  - Archives without O(compression) are laid out before the layers are fetched, so that each layer is written
-    once, straight into its place. For O(layers=uncompressed) the sizes come from the last four bytes of each
+  - Archives without O(compression) are laid out before the layers are fetched when the layer sizes can be
+    known, so that each layer is written once, straight into its place. For O(layers=uncompressed) the sizes come from the last four bytes of each
     gzip blob (one small ranged request per layer, only for layers of 4 MiB or more on average, none for
     blobs already in O(cache_dir)); if a size turns out different the archive is written again, with the
     same result.
@@ -387,7 +387,10 @@ def fetch(rm):
         rm.result["bytes_written"] = result["bytes_written"]
     finally:
         if placed is not None:
-            placed.abort()
+            try:
+                placed.abort()
+            except Exception:  # pylint: disable=broad-except
+                pass   # the work directory goes below anyway
         shutil.rmtree(workdir, ignore_errors=True)
         _unlock_workdir(workdir, lock)
     rm.result["changed"] = rm.apply_file_attributes(dest, True)
@@ -439,7 +442,15 @@ def _open_placed(rm, images, wanted_layers, staged, workdir, write_args):
     archive_images = _archive_images(images, lambda d, diff_id: None, size_of)
     if not archive.can_place(archive_images, p["format"], p["layers"]):
         return None
-    return archive.open_placed(staged, archive_images, workdir=workdir, **write_args)
+    expected = sum(layer.uncompressed_size if p["layers"] == "uncompressed" else layer.size
+                   for image in archive_images for layer in image.layers)
+    try:
+        free = os.statvfs(workdir)
+        if expected > free.f_bavail * free.f_frsize:
+            return None   # a manifest that lies, or a full disk: the fetch reports it without a huge sparse file
+        return archive.open_placed(staged, archive_images, workdir=workdir, **write_args)
+    except (archive.ArchiveError, OSError):
+        return None
 
 
 def _lock_workdir(workdir, dest):

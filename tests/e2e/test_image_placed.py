@@ -42,7 +42,7 @@ def run(reg, info, dest, env, **extra):
     args = dict(auth_args(reg), image=info.image(reg.host), dest=str(dest))
     args.update(extra)
     result = run_module("docker_registry_image", args, env=env)
-    assert result["rc"] == 0, result
+    assert result["rc"] == 0, json.dumps(result)[-1500:]
     assert result["changed"] is True
     return result
 
@@ -309,3 +309,27 @@ def test_placed_with_either_inflater(registry_anonymous, seeded, tmp_path, kind)
     run(reg, info, tmp_path / "isal.tar", PLACE, layers="uncompressed")
     run(reg, info, tmp_path / "zlib.tar", dict(PLACE, HOCKER_REGISTRY_INFLATE="zlib"), layers="uncompressed")
     assert sha256_file(str(tmp_path / "isal.tar")) == sha256_file(str(tmp_path / "zlib.tar"))
+
+
+@pytest.mark.parametrize("fault", [dict(after_bytes=2), dict(), dict(status=429, retry_after="30")])
+def test_probe_failures_are_only_a_lost_guess(registry_anonymous, seeded, tmp_path, fault):
+    """A probe whose connection breaks mid-body, that is reset before any answer or that is rate limited:
+    no traceback, no retry or Retry-After wait for a probe, the image is still fetched (the old flow), and
+    the archive is the one the assembled flow writes."""
+    reg = registry_anonymous
+    info = seeded(reg)["oci-simple"]
+    layer = info.default["layers"][-1]
+    kind = "status" if "status" in fault else "reset"
+    with FaultProxy(reg.url) as proxy:
+        rule = proxy.add_rule(kind, method="GET", path=layer["digest"].split(":")[1], count=1, **fault)
+        base = dict(image=info.repository + ":" + info.tag, registry=proxy.url, layers="uncompressed")
+        placed = run_module("docker_registry_image", dict(base, dest=str(tmp_path / "placed.tar")), env=PLACE)
+        assert placed["rc"] == 0, placed
+        assert rule.hits == 1
+        unplaced = run_module("docker_registry_image", dict(base, dest=str(tmp_path / "assembled.tar")),
+                              env=NO_PLACE)
+        assert unplaced["rc"] == 0, unplaced
+    assert placed["elapsed"] < 30   # the probe's Retry-After was not waited for
+    assert not any("retry" in w for w in placed.get("warnings") or []), placed.get("warnings")
+    assert sha256_file(str(tmp_path / "placed.tar")) == sha256_file(str(tmp_path / "assembled.tar"))
+    assert sorted(os.listdir(str(tmp_path))) == ["assembled.tar", "placed.tar"]

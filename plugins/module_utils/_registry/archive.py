@@ -740,6 +740,7 @@ class _Region(object):
         self.spill = None
         self.size = 0
         self.closed = False
+        self.abandoned = False
 
     def write(self, data):
         n = len(data)
@@ -764,7 +765,10 @@ class _Region(object):
                 self.spill.close()
 
     def abandon(self):
-        self.close()
+        # a finished layer stays finished (the fetch abandons every sink it opened when it ends)
+        if not self.closed:
+            self.abandoned = True
+            self.close()
 
     @property
     def fits(self):
@@ -788,6 +792,10 @@ class PlacedArchive(object):
         self.flusher = _Flusher(self.fd)
         try:
             self.total = self._lay_out()
+        except (ValueError, OverflowError, OSError) as exc:
+            # sizes no file system or tar header can hold (a manifest that lies): nothing was fetched yet
+            self.abort()
+            raise ArchiveError("cannot lay out the archive: %s" % exc)
         except BaseException:
             self.abort()
             raise
@@ -848,7 +856,8 @@ class PlacedArchive(object):
         """Check that every layer filled its place exactly; returns what ``write_archive`` returns. When a
         size was guessed wrong, the archive is written again from the places and spill files."""
         self.flusher.finish()
-        missing = [name for name in self.regions if name not in self.writers or not self.writers[name].closed]
+        missing = [name for name in self.regions
+                   if name not in self.writers or not self.writers[name].closed or self.writers[name].abandoned]
         if missing:
             raise ArchiveError("layer %s was never written" % missing[0])
         if self.options["layers"] == "compressed":

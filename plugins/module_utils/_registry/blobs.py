@@ -22,10 +22,10 @@ import hashlib
 import os
 import re
 
-from ansible_collections.hocker.registry.plugins.module_utils._registry import _compat
 from ansible_collections.hocker.registry.plugins.module_utils._registry.errors import (
     DigestMismatch, RegistryError, TransportError)
-from ansible_collections.hocker.registry.plugins.module_utils._registry.transport import backoff_delay, safe_url
+from ansible_collections.hocker.registry.plugins.module_utils._registry.transport import (
+    backoff_delay, safe_url, stream_errors)
 
 READ_SIZE = 1024 * 1024
 _CONTENT_RANGE_RE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$")
@@ -37,17 +37,6 @@ class DownloadResult:
         self.size = size
         self.resumed = resumed      # bytes from an earlier attempt or run were kept
         self.fetched = fetched      # bytes received over the network
-
-
-def _stream_errors():
-    requests = _compat.require_requests()
-    errors = [requests.exceptions.RequestException, OSError, IOError]
-    try:
-        import urllib3.exceptions
-        errors.append(urllib3.exceptions.HTTPError)
-    except ImportError:  # pragma: no cover
-        pass
-    return tuple(errors)
 
 
 def _replay_partial(path, algorithm, sink):
@@ -96,7 +85,7 @@ def download(client, descriptor, partial_path=None, sources=None, sink_factory=N
     algorithm = digest.split(":", 1)[0]
     if algorithm not in ("sha256", "sha512"):
         raise RegistryError("unsupported digest algorithm in %s" % digest)
-    stream_errors = _stream_errors()
+    read_errors = stream_errors()
     retries = client.transport.retries
     urls = [u for u in (sources or []) if isinstance(u, str) and u.lower().startswith(("http://", "https://"))]
 
@@ -155,7 +144,7 @@ def download(client, descriptor, partial_path=None, sources=None, sink_factory=N
                 while True:
                     try:
                         block = raw.read(READ_SIZE, decode_content=False)
-                    except stream_errors as exc:
+                    except read_errors as exc:
                         raise _Attempt(_short(exc))
                     if not block:
                         break

@@ -24,7 +24,8 @@ from ansible_collections.hocker.registry.plugins.module_utils._registry.manifest
 from ansible_collections.hocker.registry.plugins.module_utils._registry.platform import (
     Platform, descriptor_platform, host_platform, is_attestation, select)
 from ansible_collections.hocker.registry.plugins.module_utils._registry.reference import parse_registry_url
-from ansible_collections.hocker.registry.plugins.module_utils._registry.transport import Transport, origin, safe_url
+from ansible_collections.hocker.registry.plugins.module_utils._registry.transport import (
+    Transport, origin, safe_url, stream_errors)
 
 MAX_ERROR_BODY = 1024 * 1024
 MAX_INDEX_DEPTH = 4
@@ -142,14 +143,14 @@ class RegistryClient:
                 raise
             return fallback
 
-    def _request(self, method, path, headers=None, stream=True):
+    def _request(self, method, path, headers=None, stream=True, retry=True):
         """Send a request to the registry (mirrors first for Docker Hub), handling authentication."""
         for mirror in self._mirrors:
             base, auth, alive = mirror
             if not alive:
                 continue
             try:
-                response = self._send(base, auth, method, path, headers, stream)
+                response = self._send(base, auth, method, path, headers, stream, retry)
             except TransportError as exc:
                 mirror[2] = False
                 self.warn("registry mirror %s is not usable (%s); not trying it again" % (base, exc.msg))
@@ -159,11 +160,11 @@ class RegistryClient:
                 return response
             response.close()
         base = self.base_url
-        response = self._send(base, self._auth, method, path, headers, stream)
+        response = self._send(base, self._auth, method, path, headers, stream, retry)
         self.source = base
         return response
 
-    def _send(self, base, auth, method, path, headers, stream):
+    def _send(self, base, auth, method, path, headers, stream, retry=True):
         url = base + path
         auth_origin = origin(base)
         response = None
@@ -172,7 +173,8 @@ class RegistryClient:
             value = auth.header(self.scope)
             if value:
                 send["Authorization"] = value
-            response = self.transport.request(method, url, headers=send, stream=stream, auth_origin=auth_origin)
+            response = self.transport.request(method, url, headers=send, stream=stream, auth_origin=auth_origin,
+                                              retry=retry)
             self._collect_warnings(response)
             if response.status_code == 401 and auth.challenge(response, self.scope, bool(value)):
                 response.close()
@@ -428,20 +430,25 @@ class RegistryClient:
 
     def blob_range(self, digest, start, end):
         """Bytes ``start``..``end`` (inclusive) of a blob, or None when the registry does not answer the range
-        exactly (no 206, another Content-Range, a short body); an error answer raises like ``open_blob``.
-        A 200 with the whole blob is closed unread."""
+        exactly (no 206, another Content-Range, a short body, a broken connection while reading it). Sent
+        once, without retries; an error answer raises like ``open_blob``. A 200 with the whole blob is closed
+        unread."""
         if self.offline:
             return None
         want = end - start + 1
         headers = {"Accept-Encoding": "identity", "Range": "bytes=%d-%d" % (start, end)}
-        response = self._request("GET", "/v2/%s/blobs/%s" % (self.reference.repository, digest), headers=headers)
+        response = self._request("GET", "/v2/%s/blobs/%s" % (self.reference.repository, digest), headers=headers,
+                                 retry=False)
         try:
             if response.status_code not in (200, 206, 416):
                 raise self._error(response, "blob %s" % digest)
             content_range = (response.headers.get("Content-Range") or "").strip()
             if response.status_code != 206 or not content_range.startswith("bytes %d-%d/" % (start, end)):
                 return None
-            data = response.raw.read(want + 1, decode_content=False)
+            try:
+                data = response.raw.read(want + 1, decode_content=False)
+            except stream_errors():
+                return None
             return data if len(data) == want else None
         finally:
             response.close()

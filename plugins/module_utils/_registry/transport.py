@@ -72,6 +72,18 @@ def backoff_delay(attempt):
     return min(MAX_BACKOFF, 1.0 * (2 ** attempt))
 
 
+def stream_errors():
+    """The exceptions reading a streamed response body can raise (connection resets, timeouts, ...)."""
+    requests = _compat.require_requests()
+    errors = [requests.exceptions.RequestException, OSError, IOError]
+    try:
+        import urllib3.exceptions
+        errors.append(urllib3.exceptions.HTTPError)
+    except ImportError:  # pragma: no cover
+        pass
+    return tuple(errors)
+
+
 def _is_plain_http_answer(exc):
     text = str(exc).lower()
     return any(marker in text for marker in (
@@ -142,7 +154,8 @@ class Transport:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
-            sock = socket.create_connection((parts.hostname, parts.port or 443), timeout=min(self.timeout, 10))
+            limit = min(self.timeout, 10) if isinstance(self.timeout, (int, float)) else 10
+            sock = socket.create_connection((parts.hostname, parts.port or 443), timeout=limit)
         except (OSError, ValueError):
             return None
         try:

@@ -420,3 +420,40 @@ def test_open_placed_refuses_what_it_cannot_lay_out(tmp_path, images):
         A.open_placed(str(tmp_path / "x.tar"), unsized, format="docker-archive", layers="uncompressed",
                       workdir=str(tmp_path))
     assert sorted(os.listdir(str(tmp_path))) == []
+
+
+
+@pytest.mark.parametrize("mode", ["uncompressed", "compressed"])
+def test_finish_refuses_a_layer_abandoned_without_a_new_writer(tmp_path, images, mode):
+    """An abandoned writer is closed but its layer is not finished: finish() refuses, abort() cleans up."""
+    img = images["oci"]
+    dest, placed, workdir = open_placed(tmp_path, [img], mode, "oci-archive")
+    items = list(contents(img, mode).items())
+    for key, data in items[:-1]:
+        write_layer(placed, key, data)
+    last_key, last_data = items[-1]
+    sink = placed.writer(last_key)
+    sink.write(last_data[:10])
+    sink.abandon()
+    with pytest.raises(A.ArchiveError) as err:
+        placed.finish()
+    assert last_key.split(":")[1] in str(err.value)
+    placed.abort()
+    assert not os.path.exists(dest)
+    assert os.listdir(str(workdir)) == []
+
+
+@pytest.mark.parametrize("size", [2 ** 64, 2 ** 90])
+def test_sizes_no_file_can_hold_are_an_archive_error(tmp_path, images, size):
+    """A manifest that lies about a blob size: a clean ArchiveError and no file, not a traceback."""
+    img = images["oci"]
+    spec = placed_input(img, "compressed")
+    spec["layers"][0]["size"] = size
+    manifest = A.json.loads(spec["manifest"].decode())
+    manifest["layers"][0]["size"] = size
+    spec["manifest"] = A._json(manifest)
+    del spec["manifest_digest"]
+    dest = str(tmp_path / "placed.tar")
+    with pytest.raises(A.ArchiveError):
+        A.open_placed(dest, [spec], format="oci-archive", layers="compressed", workdir=str(tmp_path))
+    assert not os.path.exists(dest)
