@@ -17,6 +17,7 @@ __metaclass__ = type
 
 import hashlib
 import os
+import shutil
 import threading
 
 from ansible_collections.hocker.registry.plugins.module_utils._registry.blobs import (
@@ -179,11 +180,7 @@ def fetch_layers(client, layers, workdir, uncompressed, store=None, max_workers=
             with lock:
                 open_sinks.append(sink)
             with open(store.blob_path(digest), "rb") as blob:
-                while True:
-                    block = blob.read(READ_SIZE)
-                    if not block:
-                        break
-                    sink.write(block)
+                shutil.copyfileobj(blob, sink, READ_SIZE)
             store.touch(digest)
             from_cache = True
         elif store is not None:
@@ -253,11 +250,7 @@ def _fetch_placed(client, store, descriptor, diff_id, placement, lock, open_sink
             # already stored: copied from the store
             sink = sink_factory()
             with open(path, "rb") as blob:
-                while True:
-                    block = blob.read(READ_SIZE)
-                    if not block:
-                        break
-                    sink.write(block)
+                shutil.copyfileobj(blob, sink, READ_SIZE)
             sink.close()
             return FetchedLayer(descriptor, diff_id, None, True, False)
     else:
