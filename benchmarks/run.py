@@ -342,6 +342,9 @@ def bench_image(target, workdir, reps, with_ansible):
         ("curl", lambda: case_curl(urls)),
         ("curl sequential", lambda: case_curl(urls, parallel=False)),
     ]
+    # the same module with each layer written to a temporary tar and then copied into the archive
+    cases.insert(2, ("hocker uncompressed, not placed",
+                     lambda: case_hocker(target, dest, "uncompressed", {"HOCKER_REGISTRY_PLACE_LAYERS": "0"})))
     if HAS_ISAL:
         # the same module with the standard library's zlib instead of python-isal (the optional accelerator)
         cases.insert(2, ("hocker uncompressed, zlib",
@@ -365,6 +368,9 @@ def bench_image(target, workdir, reps, with_ansible):
             row.note = "one transfer at a time (reference only)"
         if name == "hocker uncompressed, zlib":
             row.note = "gzip inflated by the standard library's zlib instead of isal; " + row.note
+        if name == "hocker uncompressed, not placed":
+            row.note = "layers to temporary tars, then copied into the archive (HOCKER_REGISTRY_PLACE_LAYERS=0); " + \
+                row.note
         rows.append(row)
     if with_ansible:
         row = Row(title, "ansible ad-hoc, uncompressed", "no target")

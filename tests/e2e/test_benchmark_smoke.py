@@ -11,8 +11,8 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 IMAGES = ["(a) big", "(b) 40 layers", "(c) realistic"]
-IMAGE_CASES = ["hocker uncompressed", "hocker compressed", "skopeo", "curl", "curl sequential",
-               "ansible ad-hoc, uncompressed"]
+IMAGE_CASES = ["hocker uncompressed", "hocker compressed", "hocker uncompressed, zlib",
+               "hocker uncompressed, not placed", "skopeo", "curl", "curl sequential", "ansible ad-hoc, uncompressed"]
 
 
 def test_benchmark_smoke(tmp_path):
