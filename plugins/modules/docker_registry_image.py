@@ -90,10 +90,10 @@ options:
 notes:
   - O(platform=all) with an OCI format keeps every platform of an index.
   - Archives without O(compression) are laid out before the layers are fetched when the layer sizes can be
-    known, so that each layer is written once, straight into its place. For O(layers=uncompressed) the sizes come from the last four bytes of each
-    gzip blob (one small ranged request per layer, only for layers of 4 MiB or more on average, none for
-    blobs already in O(cache_dir)); if a size turns out different the archive is written again, with the
-    same result.
+    known, so that each layer is written once, straight into its place. For O(layers=uncompressed) the sizes
+    come from the last four bytes of each gzip blob (one small ranged request per layer, only for layers of
+    4 MiB or more on average, none for blobs already in O(cache_dir)); if a size turns out different the
+    archive is written again, with the same result.
   - When the Python library C(isal) is installed on the managed host, gzip layers are inflated with it (about
     twice as fast as zlib); the output is the same.
 seealso:
