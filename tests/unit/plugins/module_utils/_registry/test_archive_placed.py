@@ -422,7 +422,6 @@ def test_open_placed_refuses_what_it_cannot_lay_out(tmp_path, images):
     assert sorted(os.listdir(str(tmp_path))) == []
 
 
-
 @pytest.mark.parametrize("mode", ["uncompressed", "compressed"])
 def test_finish_refuses_a_layer_abandoned_without_a_new_writer(tmp_path, images, mode):
     """An abandoned writer is closed but its layer is not finished: finish() refuses, abort() cleans up."""
