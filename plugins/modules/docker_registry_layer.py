@@ -190,10 +190,12 @@ import re
 from ansible_collections.hocker.registry.plugins.module_utils._module import RegistryModule, file_sha256
 from ansible_collections.hocker.registry.plugins.module_utils._registry.blobs import (
     download, fetch_to_store, foreign_urls)
-from ansible_collections.hocker.registry.plugins.module_utils._registry.compression import decompress_stream
+from ansible_collections.hocker.registry.plugins.module_utils._registry.compression import (
+    DecompressionError, decompress_stream)
 from ansible_collections.hocker.registry.plugins.module_utils._registry.errors import (
     DigestMismatch, InvalidReference, NotFound)
 from ansible_collections.hocker.registry.plugins.module_utils._registry.manifest import config_diff_ids
+from ansible_collections.hocker.registry.plugins.module_utils._registry.pipeline import download_unpacked
 
 
 def _layer_position(layers, layer, index, image):
@@ -256,15 +258,31 @@ def _place(rm, client, descriptor, diff_id, dest):
     if not os.path.isdir(directory):
         raise NotFound("the directory of dest %s does not exist" % dest)
     partial = os.path.join(directory, ".%s.part" % name)
+    if decompress:
+        # one pass: the blob goes to the partial file (a broken download resumes from it on the next run)
+        # while its tar goes to a temp file that becomes dest; the temp file has a fixed name, so a run that
+        # is killed leaves nothing the next run does not replace
+        unpacking = os.path.join(directory, ".%s.unpacking" % name)
+        try:
+            fd = os.open(unpacking, os.O_RDWR | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o600)
+            with os.fdopen(fd, "w+b") as handle:
+                rm.result["resumed"] = download_unpacked(client, descriptor, diff_id, partial, handle).resumed
+                handle.flush()
+                os.fsync(handle.fileno())
+            rm.module.atomic_move(unpacking, dest)
+        except (DigestMismatch, DecompressionError):
+            # a verified blob whose content is wrong: nothing to resume from
+            if os.path.exists(partial):
+                os.unlink(partial)
+            raise
+        finally:
+            if os.path.exists(unpacking):
+                os.unlink(unpacking)
+        os.unlink(partial)
+        return
     result = download(client, descriptor, partial, foreign_urls(descriptor))
     rm.result["resumed"] = result.resumed
-    if decompress:
-        try:
-            rm.atomic_write(dest, lambda fh: decompress_stream(partial, fh, expected_diff_id=diff_id))
-        finally:
-            os.unlink(partial)
-    else:
-        rm.module.atomic_move(partial, dest)
+    rm.module.atomic_move(partial, dest)
 
 
 def _place_from_store(rm, client, descriptor, diff_id, dest):

@@ -3,6 +3,8 @@ outside dest."""
 import json
 import os
 
+import pytest
+
 from helpers import assert_clean_failure, sha256_file
 from testbed.builder import build_image, make_layer, push_blob, push_manifest
 from testbed.modrun import run_module
@@ -131,14 +133,15 @@ def test_oci_dir_never_replaces_a_foreign_directory(registry_anonymous, seeded, 
     assert sorted(os.listdir(str(tmp_path))) == ["empty", "precious"]
 
 
-def test_stale_partial_file_is_replaced(registry_anonymous, seeded, tmp_path):
+@pytest.mark.parametrize("decompress", [False, True])
+def test_stale_partial_file_is_replaced(registry_anonymous, seeded, tmp_path, decompress):
     info = seeded(registry_anonymous)["docker-simple"]
     layer = info.default["layers"][0]
     (tmp_path / ".l.part").write_bytes(b"\0" * layer["size"])
     result = run_module("docker_registry_layer", dict(image=info.image(registry_anonymous.host), index=0,
-                                                      dest=str(tmp_path / "l")))
+                                                      dest=str(tmp_path / "l"), decompress=decompress))
     assert result["rc"] == 0, result
-    assert sha256_file(str(tmp_path / "l")) == layer["digest"]
+    assert sha256_file(str(tmp_path / "l")) == layer["diff_id" if decompress else "digest"]
     assert "again from the start" in json.dumps(result.get("warnings"))
     assert sorted(os.listdir(str(tmp_path))) == ["l"]
 

@@ -101,7 +101,8 @@ def test_big_layer_flat_memory(registry_anonymous, big, tmp_path):
         assert run["max_rss_kb"] < 100 * 1024
 
 
-def test_reset_resumes_in_same_run(registry_anonymous, big, tmp_path):
+@pytest.mark.parametrize("decompress", [False, True])
+def test_reset_resumes_in_same_run(registry_anonymous, big, tmp_path, decompress):
     reg = registry_anonymous
     position, layer = biggest_layer(big)
     half = layer["size"] // 2
@@ -110,10 +111,12 @@ def test_reset_resumes_in_same_run(registry_anonymous, big, tmp_path):
                        after_bytes=half)
         dest = tmp_path / "l"
         result = run_module("docker_registry_layer", dict(image=big.repository + ":" + big.tag,
-                                                          registry=proxy.url, index=position, dest=str(dest)))
+                                                          registry=proxy.url, index=position, dest=str(dest),
+                                                          decompress=decompress))
         assert result["rc"] == 0, result
         assert result["resumed"] is True
-        assert sha256_file(str(dest)) == layer["digest"]
+        assert sha256_file(str(dest)) == layer["diff_id" if decompress else "digest"]
+        assert sorted(os.listdir(str(tmp_path))) == ["l"]
         gets = [r for r in proxy.requests() if r["method"] == "GET" and layer["digest"] in r["path"]]
         assert len(gets) == 2
         assert "Range" not in gets[0]["headers"]
@@ -125,7 +128,8 @@ def test_reset_resumes_in_same_run(registry_anonymous, big, tmp_path):
         assert "resuming" in json.dumps(result.get("warnings", [])), result.get("warnings")
 
 
-def test_sigkill_then_resume_from_partial(registry_anonymous, big, tmp_path):
+@pytest.mark.parametrize("decompress", [False, True])
+def test_sigkill_then_resume_from_partial(registry_anonymous, big, tmp_path, decompress):
     reg = registry_anonymous
     position, layer = biggest_layer(big)
     dest = tmp_path / "l"
@@ -133,7 +137,8 @@ def test_sigkill_then_resume_from_partial(registry_anonymous, big, tmp_path):
     with FaultProxy(reg.url) as proxy:
         proxy.add_rule("stall", method="GET", path=BLOB_PATH + layer["digest"].split(":")[1], count=1,
                        after_bytes=layer["size"] // 3, seconds=60)
-        args = dict(image=big.repository + ":" + big.tag, registry=proxy.url, index=position, dest=str(dest))
+        args = dict(image=big.repository + ":" + big.tag, registry=proxy.url, index=position, dest=str(dest),
+                    decompress=decompress)
 
         def kill_when_stalled(proc):
             deadline = time.time() + 120
@@ -154,18 +159,22 @@ def test_sigkill_then_resume_from_partial(registry_anonymous, big, tmp_path):
         assert second["rc"] == 0, second
         assert second["resumed"] is True
         assert second["bytes_downloaded"] <= layer["size"] - kept + 64 * 1024
-        assert sha256_file(str(dest)) == layer["digest"]
+        assert sha256_file(str(dest)) == layer["diff_id" if decompress else "digest"]
         assert not partial.exists()
         assert proxy.bytes_sent(layer["digest"]) == layer["size"] - kept
+        # nothing of the killed run is left behind
+        assert os.listdir(str(tmp_path)) == ["l"]
 
 
-def test_flipped_byte_caught_and_good_dest_untouched(registry_anonymous, seeded, tmp_path):
+@pytest.mark.parametrize("decompress", [False, True])
+def test_flipped_byte_caught_and_good_dest_untouched(registry_anonymous, seeded, tmp_path, decompress):
     reg = registry_anonymous
     info = seeded(reg)["docker-simple"]
     layer = info.default["layers"][0]
     with FaultProxy(reg.url) as proxy:
         proxy.add_rule("flip", method="GET", path=BLOB_PATH + layer["digest"].split(":")[1], offset=10)
-        args = dict(image=info.repository + ":" + info.tag, registry=proxy.url, index=0, retries=1)
+        args = dict(image=info.repository + ":" + info.tag, registry=proxy.url, index=0, retries=1,
+                    decompress=decompress)
         fresh = tmp_path / "fresh"
         bad = run_module("docker_registry_layer", dict(args, dest=str(fresh)))
         assert_clean_failure(bad)
@@ -175,7 +184,7 @@ def test_flipped_byte_caught_and_good_dest_untouched(registry_anonymous, seeded,
         good.write_bytes(info.blobs[layer["digest"]])
         forced = run_module("docker_registry_layer", dict(args, dest=str(good), force=True))
         assert_clean_failure(forced)
-        assert sha256_file(str(good)) == layer["digest"]
+        assert sha256_file(str(good)) == layer["digest"]   # untouched
         assert sorted(os.listdir(str(tmp_path))) == ["good"]
 
 

@@ -68,7 +68,7 @@ class Cancelled(RegistryError):
     """The download was stopped because another part of the same job failed."""
 
 
-def download(client, descriptor, partial_path=None, sources=None, sink_factory=None, cancel=None):
+def download(client, descriptor, partial_path=None, sources=None, sink_factory=None, cancel=None, sync=True):
     """Download the blob ``descriptor``, verified, resuming where possible. Returns DownloadResult.
 
     ``partial_path``: the file the raw blob goes to (an existing one is resumed); None keeps no copy.
@@ -77,6 +77,7 @@ def download(client, descriptor, partial_path=None, sources=None, sink_factory=N
     receives every raw byte in order, e.g. a streaming decompressor; the caller closes the last one.
     Returns DownloadResult with ``sink`` set to the sink that saw the whole blob.
     ``cancel``: a threading.Event; once set, the download stops with Cancelled at the next block.
+    ``sync``: fsync the complete ``partial_path`` (off when the caller deletes it right after using it).
     """
     digest = descriptor["digest"]
     expected_size = descriptor.get("size")
@@ -180,7 +181,8 @@ def download(client, descriptor, partial_path=None, sources=None, sink_factory=N
             break
         if handle is not None:
             handle.flush()
-            os.fsync(handle.fileno())
+            if sync:
+                os.fsync(handle.fileno())
     except BaseException as exc:
         if handle is not None:
             handle.close()
@@ -203,7 +205,7 @@ def download(client, descriptor, partial_path=None, sources=None, sink_factory=N
             # one clean download from the start, which does not resume anything
             client.warn("blob %s did not verify after resuming a partial download; downloading it again from "
                         "the start" % digest)
-            return download(client, descriptor, partial_path, sources, sink_factory, cancel)
+            return download(client, descriptor, partial_path, sources, sink_factory, cancel, sync)
         raise DigestMismatch("blob %s failed verification: received %d bytes hashing to %s; nothing was kept"
                              % (digest, offset, actual))
     result = DownloadResult(digest, offset, resumed, fetched)

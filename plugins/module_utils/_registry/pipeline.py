@@ -90,6 +90,45 @@ class _Unpacker:
         getattr(self.handle, "abandon", self.handle.close)()
 
 
+class _Rewound:
+    """One attempt's view of an output file: it starts at byte 0 (a restarted download writes the tar
+    again); ``close`` only flushes, the file belongs to the caller."""
+
+    def __init__(self, handle):
+        self.handle = handle
+        handle.seek(0)
+        handle.truncate()
+        self.write = handle.write
+
+    def close(self):
+        self.handle.flush()
+
+    def abandon(self):
+        pass
+
+
+def download_unpacked(client, descriptor, diff_id, partial_path, out):
+    """Download one layer blob into ``partial_path`` (resumable, see ``blobs.download``) and, in the same pass,
+    its decompressed tar into ``out`` (a seekable binary file, rewound when the download starts again).
+    The blob is verified against its digest and the tar against ``diff_id``; returns the DownloadResult.
+    ``partial_path`` is not fsynced: the caller deletes it once ``out`` is safe."""
+    digest = descriptor["digest"]
+    current = []
+
+    def sink_factory():
+        if current:
+            current.pop().abandon()
+        sink = _Unpacker(_Rewound(out), digest)
+        current.append(sink)
+        return sink
+
+    result = download(client, descriptor, partial_path, foreign_urls(descriptor), sink_factory, sync=False)
+    actual = result.sink.close()
+    if actual != diff_id:
+        raise DigestMismatch("uncompressed layer does not match its diff_id: expected %s, got %s" % (diff_id, actual))
+    return result
+
+
 class _FileSink:
     """The raw blob to a file of the work directory: it is copied into the archive and deleted, so unlike the
     blob store's partial files it is never fsynced."""
