@@ -366,7 +366,7 @@ def fetch(rm):
         staged = os.path.join(workdir, "out" if fmt == "oci-dir" else "archive")
         placed = _open_placed(rm, images, wanted_layers, staged, workdir, write_args)
         fetched = fetch_layers(client, wanted_layers, workdir, p["layers"] == "uncompressed", store=rm.store,
-                               max_workers=p["max_workers"], placement=placed)
+                               max_workers=p["max_workers"], placement=placed, sync=fmt == "oci-dir")
         rm.result["cache_hits"] = sum(1 for f in fetched.values() if f.from_cache)
         if placed is not None:
             result = placed.finish()
@@ -374,7 +374,8 @@ def fetch(rm):
         else:
             archive_images = _archive_images(images, lambda d, diff_id: fetched[d["digest"]].path)
             if fmt == "oci-dir":
-                result = archive.write_archive(staged, archive_images, **write_args)
+                # the fetched files are renamed into the layout (the store's own blobs are copied)
+                result = archive.write_archive(staged, archive_images, move_from=workdir, **write_args)
             else:
                 result = archive.write_archive(staged, archive_images, compression=p["compression"], **write_args)
         if fmt == "oci-dir":

@@ -32,7 +32,9 @@ API
     ``docker.io/library/hello-world:latest``) and ``org.opencontainers.image.ref.name`` (the tag). Without
     repo_tags, ``name`` (a reference) is used for the annotations. ``origin`` (a JSON-able dict) is stored
     compactly in the ``index.json`` annotation ``io.hocker.registry.origin``. ``compression='gzip'`` gzips
-    the whole tar (deterministic header, mtime 0). Returns ``{'format', 'layers', 'manifests',
+    the whole tar (deterministic header, mtime 0). ``move_from`` (oci-dir only): layer files inside this
+    directory are the caller's work files and are renamed into the layout instead of copied. Every file of
+    an oci-dir and its directories are fsynced. Returns ``{'format', 'layers', 'manifests',
     'index_digest', 'bytes_written', 'members'}`` where ``manifests`` lists ``{digest, media_type, size,
     platform}`` of the image manifests written (``index_digest`` is the digest of the generated nested
     index, or None) and ``bytes_written`` the size of the output (for oci-dir: the sum of its files).
@@ -640,19 +642,45 @@ def _write_tar(sink, members):
     sink.write(b"\0" * (2 * _BLOCK))
 
 
-def _write_dir(dest, members):
+def _inside(path, directory):
+    try:
+        return os.path.commonpath([os.path.abspath(path), os.path.abspath(directory)]) == os.path.abspath(directory)
+    except ValueError:
+        return False
+
+
+def _fsync_path(path, directory=False):
+    fd = os.open(path, os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_dir(dest, members, move_from=None):
     written = 0
     if not os.path.isdir(dest):
         os.makedirs(dest)
     # blobs first, index.json last: a half-written directory has no index.json
     ordered = [m for m in members if m[0].startswith("blobs/")] + \
         [m for m in members if m[0] == "oci-layout"] + [m for m in members if m[0] == "index.json"]
+    directories = [dest]
     for name, data, path, size in ordered:
         target = os.path.join(dest, name)
         if size is None:
             if not os.path.isdir(target):
                 os.mkdir(target)
             os.chmod(target, 0o755)
+            directories.append(target)
+            continue
+        if data is None and move_from and isinstance(path, str) and _inside(path, move_from):
+            # a work file of the caller's: renamed into place instead of copied
+            if _file_size(path) != size:
+                raise ArchiveError("layer file %s has %d bytes, %d expected" % (path, _file_size(path), size))
+            os.chmod(path, 0o644)
+            _fsync_path(path)
+            os.rename(path, target)
+            written += size
             continue
         tmp = target + ".tmp"
         with open(tmp, "wb", buffering=0) as out:
@@ -663,13 +691,16 @@ def _write_dir(dest, members):
             else:
                 sink.copy_file(path, size)
             written += counter.written
+            os.fsync(out.fileno())
         os.chmod(tmp, 0o644)
         os.rename(tmp, target)
+    for directory in reversed(directories):
+        _fsync_path(directory, directory=True)
     return written
 
 
 def write_archive(dest, images, format="docker-archive", layers="uncompressed", repo_tags=(), name=None,
-                  origin=None, compression="none", compresslevel=6):
+                  origin=None, compression="none", compresslevel=6, move_from=None):
     """Write an archive or an oci-dir (see the module docstring)."""
     if compression not in COMPRESSIONS:
         raise ArchiveError("unknown compression %r (expected none or gzip)" % (compression,))
@@ -679,7 +710,7 @@ def write_archive(dest, images, format="docker-archive", layers="uncompressed", 
             raise ArchiveError("compression applies to archives, not to oci-dir")
         if not isinstance(dest, str):
             raise ArchiveError("oci-dir needs a directory path")
-        written = _write_dir(dest, p.members)
+        written = _write_dir(dest, p.members, move_from)
     else:
         own = isinstance(dest, str)
         raw = open(dest, "wb", buffering=0) if own else dest

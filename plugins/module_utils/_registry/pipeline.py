@@ -130,14 +130,18 @@ def download_unpacked(client, descriptor, diff_id, partial_path, out):
 
 
 class _FileSink:
-    """The raw blob to a file of the work directory: it is copied into the archive and deleted, so unlike the
-    blob store's partial files it is never fsynced."""
+    """A file of the work directory. Copied into an archive and deleted, it is not fsynced; with ``sync``
+    (it becomes part of an oci-dir as it is) it is fsynced when complete, by the worker that wrote it."""
 
-    def __init__(self, path):
+    def __init__(self, path, sync=False):
         self.handle = open(path, "wb")
         self.write = self.handle.write
+        self.sync = sync
 
     def close(self):
+        if self.sync and not self.handle.closed:
+            self.handle.flush()
+            os.fdatasync(self.handle.fileno())
         self.handle.close()
 
     def abandon(self):
@@ -153,13 +157,14 @@ class FetchedLayer:
         self.resumed = resumed
 
 
-def fetch_layers(client, layers, workdir, uncompressed, store=None, max_workers=4, placement=None):
+def fetch_layers(client, layers, workdir, uncompressed, store=None, max_workers=4, placement=None, sync=False):
     """Fetch ``layers`` (a list of (descriptor, diff_id)); returns {digest: FetchedLayer}.
 
     Identical blobs are fetched once. Files are created in ``workdir`` (removed by the caller) unless they
     are the store's own blobs (compressed mode with a store). With ``placement`` (an
     ``archive.PlacedArchive``) every layer is written straight into its place in the archive instead (the
-    FetchedLayer's ``path`` is None), keyed by diff_id (uncompressed) or blob digest (compressed).
+    FetchedLayer's ``path`` is None), keyed by diff_id (uncompressed) or blob digest (compressed). ``sync``:
+    each work file is fsynced by its worker once complete (for files that are moved into place as they are).
     """
     unique = {}
     same_tar = {}    # blob digest -> the blob whose tar it shares (uncompressed: one file per diff_id)
@@ -188,7 +193,7 @@ def fetch_layers(client, layers, workdir, uncompressed, store=None, max_workers=
             path = os.path.join(workdir, hexpart + ".blob")
 
             def file_sink():
-                sink = _FileSink(path)
+                sink = _FileSink(path, sync)
                 with lock:
                     open_sinks.append(sink)
                 return sink
@@ -198,7 +203,7 @@ def fetch_layers(client, layers, workdir, uncompressed, store=None, max_workers=
         out_path = None if placement is not None else os.path.join(workdir, diff_id.split(":", 1)[1] + ".tar")
 
         def output():
-            return placement.writer(diff_id) if placement is not None else open(out_path, "wb")
+            return placement.writer(diff_id) if placement is not None else _FileSink(out_path, sync)
 
         current = []
 

@@ -185,6 +185,43 @@ def test_oci_dir_matches_oci_archive(tmp_path, images):
     assert A.read_origin(dir_path) == ORIGIN
 
 
+@pytest.mark.parametrize("mode", ["uncompressed", "compressed"])
+def test_oci_dir_moves_work_files_and_copies_the_rest(tmp_path, images, mode):
+    """move_from: layer files inside it are renamed into the layout, others are copied; same result."""
+    import shutil
+    img = images["oci"]
+    copied_path, copied = write(tmp_path, img, mode, fmt="oci-dir", filename="copied")
+    work = tmp_path / "work"
+    work.mkdir()
+    spec = archive_image(img, mode)
+    layers = []
+    for n, layer in enumerate(spec["layers"]):
+        layer = dict(layer)
+        if n == 0:   # the first layer lives outside the work directory (like a blob of the store)
+            layers.append(layer)
+            continue
+        own = str(work / (layer["digest"].split(":")[1] + ".file"))   # a layer used twice is one file
+        if not os.path.exists(own):
+            shutil.copyfile(layer["path"], own)
+        layer["path"] = own
+        layers.append(layer)
+    spec = dict(spec, layers=layers)
+    moved_path, moved = write(tmp_path, spec, mode, fmt="oci-dir", filename="moved", move_from=str(work))
+
+    def tree(root):
+        out = {}
+        for dirpath, _dirs, files in os.walk(root):
+            for f in files:
+                full = os.path.join(dirpath, f)
+                assert os.stat(full).st_mode & 0o777 == 0o644
+                out[os.path.relpath(full, root)] = open(full, "rb").read()
+        return out
+    assert tree(moved_path) == tree(copied_path)
+    assert moved["bytes_written"] == copied["bytes_written"]
+    assert os.listdir(str(work)) == []                      # the work files were renamed
+    assert os.path.exists(spec["layers"][0]["path"])       # the outside file was copied, not taken
+
+
 def test_several_platforms_in_a_nested_index(tmp_path, images):
     imgs = [archive_image(images["oci"], "compressed"), archive_image(images["arm64"], "compressed")]
     dest = str(tmp_path / "multi.tar")
