@@ -319,7 +319,7 @@ def expected_sizes(client, layers, store=None, max_workers=4):
         digest = descriptor["digest"]
         size = descriptor.get("size")
         media_type = descriptor.get("mediaType") or ""
-        if not isinstance(size, int) or size < 20 or "zstd" in media_type or foreign_urls(descriptor):
+        if not isinstance(size, int) or size < 20:
             return None
         if store is not None and store.has(digest, size):
             with open(store.blob_path(digest), "rb") as blob:
@@ -343,7 +343,8 @@ def expected_sizes(client, layers, store=None, max_workers=4):
         return {}
     for _diff_id, descriptor in items:
         if "zstd" in (descriptor.get("mediaType") or "") or foreign_urls(descriptor):
-            # that size stays unknown whatever the others are: no request for them either
+            # a size no trailer gives (zstd) or a blob from elsewhere: the archive cannot be laid out, so
+            # no request for the others either
             return dict((diff_id, None) for diff_id, _d in items)
     workers = max(1, min(16, 2 * int(max_workers or 1), len(items)))
     if workers == 1:
