@@ -12,11 +12,11 @@ __metaclass__ = type
 
 import base64
 import datetime
-import json
 import re
 import threading
 import time
 
+from ansible_collections.hocker.registry.plugins.module_utils._registry import jsonutil
 from ansible_collections.hocker.registry.plugins.module_utils._registry.errors import (
     AuthenticationError, RegistryError, TransportError)
 from ansible_collections.hocker.registry.plugins.module_utils._registry.transport import origin, safe_url
@@ -268,14 +268,8 @@ class Authenticator:
         if response.status_code != 200:
             raise AuthenticationError("the token service %s answered HTTP %d" % (safe_url(realm),
                                                                                  response.status_code))
-        try:
-            body = json.loads(data.decode("utf-8"))
-        except (ValueError, UnicodeDecodeError):
-            raise AuthenticationError("the token service %s answered with something that is not JSON"
-                                      % safe_url(realm))
-        if not isinstance(body, dict):
-            raise AuthenticationError("the token service %s answered with an unexpected JSON value" % safe_url(realm))
-        return body
+        return jsonutil.loads(data, "the answer of the token service %s" % safe_url(realm), error=AuthenticationError,
+                              limit=MAX_TOKEN_BODY)
 
     def _get_token(self, realm, service, scopes):
         query = []
@@ -297,7 +291,7 @@ class Authenticator:
                 query.append(("account", creds.username))
         separator = "&" if urlsplit(realm).query else "?"
         url = realm + (separator + urlencode(query) if query else "")
-        response = self.transport.request("GET", url, headers=headers, auth_origin=origin(realm))
+        response = self.transport.request("GET", url, headers=headers, auth_origin=origin(realm), kind="token")
         return self._read_token_response(response, realm)
 
     def _post_token(self, realm, service, scopes):
@@ -307,7 +301,7 @@ class Authenticator:
             form["service"] = service
         response = self.transport.request(
             "POST", realm, headers={"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"},
-            data=urlencode(form), auth_origin=origin(realm))
+            data=urlencode(form), auth_origin=origin(realm), kind="token")
         if response.status_code == 404:
             response.close()
             return None

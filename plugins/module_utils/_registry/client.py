@@ -10,17 +10,18 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import json
 import re
 import threading
 
+from ansible_collections.hocker.registry.plugins.module_utils._registry import jsonutil
 from ansible_collections.hocker.registry.plugins.module_utils._registry.auth import Authenticator, Credentials
+from ansible_collections.hocker.registry.plugins.module_utils._registry.digest import is_digest
+from ansible_collections.hocker.registry.plugins.module_utils._registry.digest import verify as verify_digest
 from ansible_collections.hocker.registry.plugins.module_utils._registry.errors import (
     AuthenticationError, DigestMismatch, ManifestError, NotFound, OfflineError, PlatformError, RateLimited,
     TransportError)
 from ansible_collections.hocker.registry.plugins.module_utils._registry.manifest import (
-    ACCEPT, IMAGE_TYPES, INDEX_TYPES, MAX_CONFIG_SIZE, MAX_MANIFEST_SIZE, parse_config, parse_manifest,
-    verify_digest)
+    ACCEPT, IMAGE_TYPES, INDEX_TYPES, MAX_CONFIG_SIZE, MAX_MANIFEST_SIZE, parse_config, parse_manifest)
 from ansible_collections.hocker.registry.plugins.module_utils._registry.platform import (
     Platform, descriptor_platform, host_platform, is_attestation, select)
 from ansible_collections.hocker.registry.plugins.module_utils._registry.reference import parse_registry_url
@@ -97,6 +98,7 @@ class RegistryClient:
                 base = "%s://%s" % (scheme, host)
                 self._mirrors.append([base, Authenticator(self.transport, base, Credentials()), True])
         self.scope = "repository:%s:pull" % reference.repository
+        self._heads = {}
 
     # ------------------------------------------------------------------ plumbing
     def warn(self, message):
@@ -110,6 +112,10 @@ class RegistryClient:
     @property
     def bytes_downloaded(self):
         return self.transport.bytes_downloaded
+
+    def request_counts(self):
+        """Requests sent so far by kind (head, manifest_get, blob_get, token, other)."""
+        return dict(self.transport.counts)
 
     def add_downloaded(self, count):
         self.transport.add_downloaded(count)
@@ -139,7 +145,7 @@ class RegistryClient:
             response.close()
             return first
         except TransportError as exc:
-            if exc.details.get("tls") and not exc.details.get("plain_http"):
+            if exc.tls and not exc.plain_http:
                 raise
             return fallback
 
@@ -176,11 +182,24 @@ class RegistryClient:
             response = self.transport.request(method, url, headers=send, stream=stream, auth_origin=auth_origin,
                                               retry=retry)
             self._collect_warnings(response)
-            if response.status_code == 401 and auth.challenge(response, self.scope, bool(value)):
-                response.close()
-                continue
+            if response.status_code == 401:
+                self._refuse_foreign_challenge(response, auth_origin)
+                if auth.challenge(response, self.scope, bool(value)):
+                    response.close()
+                    continue
             break
         return response
+
+    def _refuse_foreign_challenge(self, response, auth_origin):
+        """A 401 from another origin than the registry's (a redirect target: object storage, an open
+        redirect) never changes the registry's authentication state nor receives its credentials."""
+        answered = origin(response.url) if getattr(response, "url", None) else auth_origin
+        if answered != auth_origin:
+            response.close()
+            raise AuthenticationError(
+                "%s redirected the request to %s, which asks for credentials (HTTP 401); the credentials for %s "
+                "are never sent to another host" % (self.reference.display_registry, safe_url(response.url),
+                                                    self.reference.display_registry), status=401)
 
     def _collect_warnings(self, response):
         for value in response.headers.get("Warning", "").split(","):
@@ -196,12 +215,18 @@ class RegistryClient:
         if response.request is not None and response.request.method != "HEAD":
             try:
                 body = self.transport.read_body(response, MAX_ERROR_BODY, "the error answer")
-                data = json.loads(body.decode("utf-8"))
-                if isinstance(data, dict):
-                    errors = [e for e in data.get("errors") or [] if isinstance(e, dict)]
-                    if not errors and isinstance(data.get("message"), str):
-                        message = data["message"]
-            except (TransportError, ValueError, UnicodeDecodeError):
+            except TransportError:
+                body = b""
+            if status == 400 and b"HTTP request to an HTTPS server" in body:
+                response.close()
+                return TransportError("%s speaks https, not http: use an https:// registry URL (or leave the "
+                                      "scheme out)" % self.reference.display_registry, status=status)
+            try:
+                data = jsonutil.loads(body, "the error answer", limit=MAX_ERROR_BODY)
+                errors = [e for e in jsonutil.get_list(data, "errors") if isinstance(e, dict)]
+                if not errors and isinstance(data.get("message"), str):
+                    message = data["message"]
+            except ManifestError:
                 pass
         response.close()
         codes = [str(e.get("code", "")).upper() for e in errors]
@@ -229,7 +254,9 @@ class RegistryClient:
                                        "exist)%s" % (registry, source, repo, suffix), status=status)
         if status == 403 or "DENIED" in codes:
             return AuthenticationError("%s denied access to %s%s" % (registry, repo, suffix), status=status)
-        return TransportError("%s answered HTTP %d for %s%s" % (registry, status, what, suffix), status=status)
+        tries = getattr(response, "tries", 1)
+        after = (" (after %d tries)" % tries) if tries > 1 else ""
+        return TransportError("%s answered HTTP %d for %s%s%s" % (registry, status, what, after, suffix), status=status)
 
     def _fetch_small(self, path, headers, limit, what):
         """GET a small body, retrying transient failures of the body too."""
@@ -241,9 +268,9 @@ class RegistryClient:
             try:
                 return response, self.transport.read_body(response, limit, what)
             except TransportError as exc:
-                if exc.details.get("too_large"):
+                if exc.too_large:
                     raise ManifestError("%s is larger than the %d MiB limit" % (what, limit // (1024 * 1024)))
-                if not exc.details.get("retryable") or attempt >= self.transport.retries:
+                if not exc.retryable or attempt >= self.transport.retries:
                     raise
                 attempt += 1
                 self.warn("%s; retrying" % exc.msg)
@@ -254,25 +281,25 @@ class RegistryClient:
         ref = ref or self.reference.ref
         if self.offline:
             return None
+        if ref not in self._heads:
+            self._heads[ref] = self._head(ref)
+        return self._heads[ref]
+
+    def _head(self, ref):
         response = self._request("HEAD", "/v2/%s/manifests/%s" % (self.reference.repository, ref),
                                  headers={"Accept": ACCEPT})
-        if response.status_code == 200:
-            response.close()
-            digest = response.headers.get("Docker-Content-Digest")
-            if not digest:
-                return None
-            if ref.startswith("sha256:") and digest != ref:
-                return None
-            ctype = response.headers.get("Content-Type", "").split(";", 1)[0].strip()
-            try:
-                size = int(response.headers.get("Content-Length", "-1"))
-            except ValueError:
-                size = -1
-            return digest, ctype, size
         if response.status_code in (404, 401, 403, 429):
             raise self._error(response, "manifest %s" % ref)
         response.close()
-        return None
+        digest = response.headers.get("Docker-Content-Digest")
+        if response.status_code != 200 or not is_digest(digest) or (":" in ref and digest != ref):
+            return None
+        ctype = response.headers.get("Content-Type", "").split(";", 1)[0].strip()
+        try:
+            size = int(response.headers.get("Content-Length", "-1"))
+        except ValueError:
+            size = -1
+        return digest, ctype, size
 
     def get_manifest(self, ref=None, what=None):
         """Fetch and verify a manifest (tag or digest)."""
@@ -280,6 +307,8 @@ class RegistryClient:
         what = what or "manifest %s" % ref
         if self.store is not None:
             stored = self._stored_manifest(ref, what)
+            if stored is None and ":" not in ref and not self.offline:
+                stored = self._stored_by_head(ref, what)
             if stored is not None:
                 return stored
         response, raw = self._fetch_small("/v2/%s/manifests/%s" % (self.reference.repository, ref),
@@ -301,9 +330,18 @@ class RegistryClient:
             return "%s@%s" % (self.reference.name, ref)
         return "%s:%s" % (self.reference.name, ref)
 
-    def _stored_manifest(self, ref, what):
+    def _stored_by_head(self, tag, what):
+        """The manifest a tag names now (a HEAD request) when the store holds it: no GET."""
+        head = self.head_manifest(tag)
+        if head is None:
+            return None
+        stored = self._stored_manifest(head[0], what, head[1])
+        if stored is not None and tag == self.reference.ref:
+            self.store.record_image(self._store_name(tag), stored.descriptor())
+        return stored
+
+    def _stored_manifest(self, ref, what, media_type=None):
         """A manifest from the store: by digest always, by tag only offline (a tag can move)."""
-        media_type = None
         digest = ref if ":" in ref else None
         if digest is None:
             if not self.offline:
@@ -472,11 +510,8 @@ class RegistryClient:
             path += "?n=%d" % min(limit, 1000)
         while path:
             response, raw = self._fetch_small(path, {"Accept": "application/json"}, MAX_MANIFEST_SIZE, "tag list")
-            try:
-                data = json.loads(raw.decode("utf-8"))
-            except (ValueError, UnicodeDecodeError):
-                raise ManifestError("the tag list is not valid JSON")
-            tags.extend(t for t in (data.get("tags") or []) if isinstance(t, str))
+            data = jsonutil.loads(raw, "the tag list")
+            tags.extend(t for t in jsonutil.get_list(data, "tags") if isinstance(t, str))
             if limit and len(tags) >= limit:
                 return tags[:limit]
             link = response.headers.get("Link", "")

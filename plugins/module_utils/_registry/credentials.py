@@ -18,13 +18,13 @@ import atexit
 import base64
 import binascii
 import glob
-import json
 import os
 import shutil
 import signal
 import subprocess
 import tempfile
 
+from ansible_collections.hocker.registry.plugins.module_utils._registry import jsonutil
 from ansible_collections.hocker.registry.plugins.module_utils._registry.auth import Credentials
 from ansible_collections.hocker.registry.plugins.module_utils._registry.reference import DOCKER_HUB_ALIASES
 
@@ -45,10 +45,8 @@ MAX_CONFIG_SIZE = 16 * 1024 * 1024
 #: the username a credential helper reports when the secret is an identity (refresh) token
 IDENTITY_TOKEN_USER = "<token>"
 
-#: system certs.d roots (docker, then podman/containers); the environment variable HOCKER_CERTS_D
-#: (os.pathsep-separated directories) replaces them and the per-user directory
+#: system certs.d roots (docker, then podman/containers); the per-user ~/.config/containers/certs.d follows
 CERTS_D_ROOTS = ["/etc/docker/certs.d", "/etc/containers/certs.d"]
-CERTS_D_ENV = "HOCKER_CERTS_D"
 
 
 def _noop(_msg):
@@ -189,21 +187,11 @@ def read_config(path, what, warn, required=False):
     if not raw.strip():
         return None
     try:
-        data = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        warn("%s %s is not UTF-8 text; ignoring it" % (what, path))
-        return None
+        # the parser's own message names a position only, never the file's content (it holds secrets)
+        return jsonutil.loads(raw, "%s %s" % (what, path), error=ValueError, limit=MAX_CONFIG_SIZE)
     except ValueError as exc:
-        # the position only: the message must not quote the file (it holds secrets)
-        where = ""
-        if getattr(exc, "lineno", None) is not None:
-            where = " at line %d column %d" % (exc.lineno, exc.colno)
-        warn("%s %s is not valid JSON%s; ignoring it" % (what, path, where))
+        warn("%s; ignoring it" % exc)
         return None
-    if not isinstance(data, dict):
-        warn("%s %s does not hold a JSON object; ignoring it" % (what, path))
-        return None
-    return data
 
 
 def _decode_auth(value):
@@ -305,13 +293,10 @@ def run_helper(name, server_url, registry, warn, timeout=None):
              % (program, MAX_HELPER_OUTPUT, registry))
         return None
     try:
-        data = json.loads(output.decode("utf-8"))
-    except (ValueError, UnicodeDecodeError):
-        warn("the credential helper %s answered something that is not JSON for %s; ignoring its answer"
-             % (program, registry))
-        return None
-    if not isinstance(data, dict):
-        warn("the credential helper %s answered an unexpected JSON value for %s; ignoring its answer"
+        data = jsonutil.loads(output, "the answer", error=ValueError, limit=MAX_HELPER_OUTPUT)
+    except ValueError:
+        # never the answer itself in the message: it holds the secret
+        warn("the credential helper %s answered something that is not a JSON object for %s; ignoring its answer"
              % (program, registry))
         return None
     username = data.get("Username")
@@ -409,10 +394,7 @@ _tls_cache = {}     # (roots, host) -> dict or None
 
 
 def certs_d_roots():
-    """The certs.d roots consulted: $HOCKER_CERTS_D, else CERTS_D_ROOTS and ~/.config/containers/certs.d."""
-    env = os.environ.get(CERTS_D_ENV)
-    if env is not None:
-        return [p for p in env.split(os.pathsep) if p]
+    """The certs.d roots consulted by default: CERTS_D_ROOTS and ~/.config/containers/certs.d."""
     roots = list(CERTS_D_ROOTS)
     roots.append(os.path.join(os.path.expanduser("~"), ".config", "containers", "certs.d"))
     return roots
@@ -520,18 +502,30 @@ def _client_pair(directory):
     return None
 
 
-def tls_for_url(url):
+def tls_from_directory(directory):
+    """TLS material from one certs.d-style directory given as ``ca_path``: its ``*.crt`` files as one CA bundle
+    (with the default trust store, as docker and skopeo's --cert-dir do) and a ``*.cert`` + ``*.key`` client
+    pair. Returns ``{"ca_path", "client_cert", "client_key"}`` (values None when absent)."""
+    cas = sorted(p for p in glob.glob(os.path.join(glob.escape(directory), "*.crt")) if os.path.isfile(p))
+    client = _client_pair(directory)
+    return {"ca_path": _bundle(cas) if cas else None,
+            "client_cert": client[0] if client else None,
+            "client_key": client[1] if client else None}
+
+
+def tls_for_url(url, roots=None):
     """Per-host TLS material from certs.d directories for an https ``url``, or None.
 
     Returns ``{"ca_path": bundle or None, "client_cert": path or None, "client_key": path or None}``:
     ``*.crt`` files of ``<root>/<host[:port]>/`` become one CA bundle (with the default trust store),
     ``client.cert`` + ``client.key`` (or another ``X.cert`` + ``X.key`` pair) a client certificate.
-    Explicit ``ca_path`` / ``client_cert`` options win (the transport prefers them).
+    Explicit ``ca_path`` / ``client_cert`` options win (the transport prefers them). ``roots``: the certs.d
+    roots to search (default ``certs_d_roots()``).
     """
     dirnames = _host_dirs(url)
     if not dirnames:
         return None
-    roots = tuple(certs_d_roots())
+    roots = tuple(certs_d_roots() if roots is None else roots)
     cache_key = (roots, tuple(dirnames))
     if cache_key in _tls_cache:
         cached = _tls_cache[cache_key]
@@ -548,4 +542,4 @@ def tls_for_url(url):
 
 
 __all__ = ["lookup", "tls_for_url", "match_key", "normalize_host", "run_helper", "docker_config_path",
-           "containers_auth_paths", "certs_d_roots", "CERTS_D_ROOTS", "DOCKER_HUB_KEY"]
+           "containers_auth_paths", "certs_d_roots", "tls_from_directory", "CERTS_D_ROOTS", "DOCKER_HUB_KEY"]

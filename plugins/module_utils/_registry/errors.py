@@ -14,12 +14,12 @@ __metaclass__ = type
 
 
 class RegistryError(Exception):
-    """Base class of every error raised by the client."""
+    """Base class of every error raised by the client. ``status``: the HTTP status behind it, if any."""
 
-    def __init__(self, msg, **details):
+    def __init__(self, msg, status=None):
         super(RegistryError, self).__init__(msg)
         self.msg = msg
-        self.details = details
+        self.status = status
 
     def __str__(self):
         return self.msg
@@ -42,7 +42,19 @@ class RateLimited(RegistryError):
 
 
 class TransportError(RegistryError):
-    """Connection, TLS, timeout, redirect or protocol failure."""
+    """Connection, TLS, timeout, redirect or protocol failure.
+
+    ``retryable``: a transient failure (connection reset, timeout) worth another attempt; ``tls``: the TLS
+    handshake failed; ``plain_http``: the server answered a TLS handshake like a plain http server;
+    ``too_large``: a body exceeded its size limit.
+    """
+
+    def __init__(self, msg, status=None, retryable=False, tls=False, plain_http=False, too_large=False):
+        super(TransportError, self).__init__(msg, status=status)
+        self.retryable = retryable
+        self.tls = tls
+        self.plain_http = plain_http
+        self.too_large = too_large
 
 
 class DigestMismatch(RegistryError):
@@ -59,6 +71,15 @@ class ManifestError(RegistryError):
 
 class OfflineError(RegistryError):
     """Offline mode and the blob store lacks something."""
+
+
+class DestinationError(RegistryError):
+    """A destination (``dest``, a work directory, the blob store) that cannot be read or written as asked:
+    a missing directory, a non-regular file, a symlink, a full disk, no permission."""
+
+
+class LimitExceeded(RegistryError):
+    """A bound that protects the host was reached (a layer inflating beyond its limit, not enough space)."""
 
 
 class MissingLibrary(RegistryError):

@@ -10,10 +10,9 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import hashlib
-import json
-import re
-
+from ansible_collections.hocker.registry.plugins.module_utils._registry import jsonutil
+from ansible_collections.hocker.registry.plugins.module_utils._registry.digest import compute as compute_digest
+from ansible_collections.hocker.registry.plugins.module_utils._registry.digest import is_digest
 from ansible_collections.hocker.registry.plugins.module_utils._registry.errors import DigestMismatch, ManifestError
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -25,11 +24,14 @@ DOCKER_SCHEMA1 = ("application/vnd.docker.distribution.manifest.v1+json",
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
 
+DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar"
 DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 DOCKER_LAYER_FOREIGN = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
+DOCKER_LAYER_FOREIGN_TAR = "application/vnd.docker.image.rootfs.foreign.diff.tar"
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
 OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 OCI_LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
+OCI_NONDIST = "application/vnd.oci.image.layer.nondistributable.v1.tar"
 
 INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
 IMAGE_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
@@ -38,14 +40,6 @@ ACCEPT = ", ".join((OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST))
 
 MAX_MANIFEST_SIZE = 4 * 1024 * 1024
 MAX_CONFIG_SIZE = 4 * 1024 * 1024
-
-
-_STRICT_DIGEST_RE = re.compile(r"^(?:sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$")
-
-
-def is_digest(value):
-    """True for a digest this collection can verify and use in file names (sha256/sha512, lowercase hex)."""
-    return isinstance(value, str) and bool(_STRICT_DIGEST_RE.match(value))
 
 
 def check_descriptor(descriptor, what):
@@ -82,27 +76,7 @@ def config_diff_ids(config, layer_count, what="the image config"):
 
 def parse_config(raw, what="the image config"):
     """Parse config bytes into a dict (ManifestError otherwise)."""
-    try:
-        config = json.loads(raw.decode("utf-8"))
-    except (ValueError, UnicodeDecodeError):
-        raise ManifestError("%s is not valid JSON" % what)
-    if not isinstance(config, dict):
-        raise ManifestError("%s is not a JSON object" % what)
-    return config
-
-
-def compute_digest(data, algorithm="sha256"):
-    return "%s:%s" % (algorithm, hashlib.new(algorithm, data).hexdigest())
-
-
-def verify_digest(data, expected, what):
-    if not is_digest(expected):
-        raise ManifestError("cannot verify %s against %r: not a sha256/sha512 digest" % (what, expected))
-    algorithm = expected.split(":", 1)[0]
-    actual = compute_digest(data, algorithm)
-    if actual != expected:
-        raise DigestMismatch("%s does not match its digest: expected %s, got %s" % (what, expected, actual))
-    return actual
+    return jsonutil.loads(raw, what, limit=MAX_CONFIG_SIZE)
 
 
 def _shape_media_type(data):
@@ -162,12 +136,7 @@ def parse_manifest(raw, content_type=None, expected_digest=None, what="manifest"
     if expected_digest and digest != expected_digest:
         raise DigestMismatch("%s does not match the requested digest: expected %s, got %s"
                              % (what, expected_digest, digest))
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ManifestError("%s is not valid JSON: %s" % (what, exc))
-    if not isinstance(data, dict):
-        raise ManifestError("%s is not a JSON object" % what)
+    data = jsonutil.loads(raw, what, limit=MAX_MANIFEST_SIZE)
     ctype = (content_type or "").split(";", 1)[0].strip().lower()
     field = data.get("mediaType")
     if ctype in DOCKER_SCHEMA1 or field in DOCKER_SCHEMA1 or _shape_media_type(data) == DOCKER_SCHEMA1[0]:

@@ -42,9 +42,9 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import base64
-import json
 import re
 
+from ansible_collections.hocker.registry.plugins.module_utils._registry import jsonutil
 from ansible_collections.hocker.registry.plugins.module_utils._registry.errors import (
     InvalidReference,
     ManifestError,
@@ -238,13 +238,8 @@ def _check_repository_path(repository_path):
 def _image_manifest(manifest):
     """Accept a dict, JSON bytes/str or an object with ``.data`` (Manifest); return the dict."""
     data = getattr(manifest, "data", manifest)
-    if isinstance(data, (bytes, bytearray)):
-        data = data.decode("utf-8")
-    if isinstance(data, str):
-        try:
-            data = json.loads(data)
-        except ValueError as exc:
-            raise ManifestError("the manifest is not valid JSON: %s" % (exc,))
+    if isinstance(data, (bytes, bytearray, str)):
+        data = jsonutil.loads(data, "the manifest")
     if not isinstance(data, dict):
         raise ManifestError("the manifest is not a JSON object")
     if "schemaVersion" not in data:

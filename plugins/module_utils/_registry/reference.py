@@ -13,6 +13,7 @@ __metaclass__ = type
 import ipaddress
 import re
 
+from ansible_collections.hocker.registry.plugins.module_utils._registry.digest import validate_user_digest
 from ansible_collections.hocker.registry.plugins.module_utils._registry.errors import InvalidReference
 
 DOCKER_HUB_HOST = "registry-1.docker.io"
@@ -24,24 +25,8 @@ _IPV6 = r"\[[a-fA-F0-9:.]+\]"
 _HOST_RE = re.compile(r"^(?:" + _DOMAIN_NAME + "|" + _IPV6 + r")(?::[0-9]+)?$")
 _PATH_COMPONENT_RE = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
 _TAG_RE = re.compile(r"^[\w][\w.-]{0,127}$")
-_DIGEST_RE = re.compile(r"^[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}$")
 _IDENTIFIER_RE = re.compile(r"^[a-f0-9]{64}$")
-_DIGEST_LENGTHS = {"sha256": 64, "sha512": 128}
 MAX_PATH_LENGTH = 255
-
-
-def validate_digest(digest, what="digest"):
-    """Return ``digest`` if it is a usable sha256/sha512 digest, else raise InvalidReference."""
-    if not isinstance(digest, str) or not _DIGEST_RE.match(digest):
-        raise InvalidReference("invalid %s %r: expected sha256:<64 hex digits>" % (what, digest))
-    algorithm, hexpart = digest.split(":", 1)
-    if algorithm not in _DIGEST_LENGTHS:
-        raise InvalidReference("unsupported digest algorithm %r in %s (sha256 and sha512 are supported)"
-                               % (algorithm, what))
-    if len(hexpart) != _DIGEST_LENGTHS[algorithm] or hexpart != hexpart.lower():
-        raise InvalidReference("invalid %s %r: %s needs %d lowercase hex digits"
-                               % (what, digest, algorithm, _DIGEST_LENGTHS[algorithm]))
-    return digest
 
 
 def is_loopback_host(host):
@@ -216,7 +201,7 @@ def parse_reference(image, registry=None, tag=None):
     digest = None
     if "@" in image:
         image, digest = image.split("@", 1)
-        validate_digest(digest, "digest in %r" % (original,))
+        validate_user_digest(digest, "digest in %r" % (original,))
 
     ref_tag = None
     last_slash = image.rfind("/")
@@ -277,3 +262,45 @@ def parse_reference(image, registry=None, tag=None):
     if ref_tag is None and digest is None:
         ref_tag = "latest"
     return Reference(host, path, ref_tag, digest, scheme, display)
+
+
+# names as docker, containerd and the archives write them (no validation beyond splitting)
+def split_tag(reference):
+    """Return (name, tag, digest) of a docker reference (no validation beyond splitting)."""
+    digest = None
+    if "@" in reference:
+        reference, digest = reference.split("@", 1)
+    name, tag = reference, None
+    slash = reference.rfind("/")
+    colon = reference.rfind(":")
+    if colon > slash:
+        name, tag = reference[:colon], reference[colon + 1:]
+    return name, tag, digest
+
+
+def normalize_name(reference):
+    """``hello-world:latest`` -> ``docker.io/library/hello-world:latest`` (see the module docstring)."""
+    name, tag, digest = split_tag(reference)
+    first, sep, rest = name.partition("/")
+    if not sep or not ("." in first or ":" in first or first == "localhost" or first.startswith("[")):
+        domain, path = "docker.io", name
+    else:
+        domain, path = first, rest
+    if domain in ("index.docker.io", "registry-1.docker.io"):
+        domain = "docker.io"
+    if domain == "docker.io" and "/" not in path:
+        path = "library/" + path
+    result = domain + "/" + path
+    if tag:
+        result += ":" + tag
+    if digest:
+        result += "@" + digest
+    if not tag and not digest:
+        result += ":latest"
+    return result
+
+
+def repo_tag(reference):
+    """Return (repository, tag) of a repo tag as docker writes it in ``repositories``."""
+    name, tag, _digest = split_tag(reference)
+    return name, tag or "latest"

@@ -27,18 +27,21 @@ import contextlib
 import errno
 import fcntl
 import hashlib
-import json
 import os
 import tempfile
+import threading
 import time
 
+from ansible_collections.hocker.registry.plugins.module_utils._registry import jsonutil
 from ansible_collections.hocker.registry.plugins.module_utils._registry.errors import (
-    DigestMismatch, OfflineError, RegistryError)
-from ansible_collections.hocker.registry.plugins.module_utils._registry.manifest import OCI_INDEX, is_digest
+    DigestMismatch, ManifestError, OfflineError, RegistryError)
+from ansible_collections.hocker.registry.plugins.module_utils._registry.digest import hash_file, is_digest
+from ansible_collections.hocker.registry.plugins.module_utils._registry.manifest import OCI_INDEX
 
 REF_NAME = "org.opencontainers.image.ref.name"
 FETCHED_AT = "io.hocker.registry.fetched"
 CHUNK = 1024 * 1024
+MAX_INDEX_SIZE = 16 * 1024 * 1024
 
 
 def _hex(digest):
@@ -48,25 +51,12 @@ def _hex(digest):
     return algorithm, hexpart
 
 
-def hash_file(path, algorithm="sha256"):
-    digest = hashlib.new(algorithm)
-    size = 0
-    with open(path, "rb") as handle:
-        while True:
-            block = handle.read(CHUNK)
-            if not block:
-                break
-            digest.update(block)
-            size += len(block)
-    return "%s:%s" % (algorithm, digest.hexdigest()), size
-
-
 def write_json_atomic(path, data):
     directory = os.path.dirname(path)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".index.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(json.dumps(data, sort_keys=True, separators=(",", ":")).encode("utf-8"))
+            handle.write(jsonutil.dumps(data))
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o644)
@@ -79,8 +69,10 @@ def write_json_atomic(path, data):
 class BlobStore:
     """A content-addressed store of blobs in OCI image layout form."""
 
-    def __init__(self, path, create=True):
+    def __init__(self, path, create=True, warn=None):
         self.path = os.path.abspath(path)
+        self.warn = warn or (lambda message: None)
+        self._held = threading.local()
         self.blobs_dir = os.path.join(self.path, "blobs")
         self.ingest_dir = os.path.join(self.path, "ingest")
         if create:
@@ -129,8 +121,16 @@ class BlobStore:
 
     @contextlib.contextmanager
     def _index_lock(self):
-        with self._flock(os.path.join(self.ingest_dir, "index.lock")):
+        """Exclusive lock of index.json (re-entrant within this object: a rebuild inside an update)."""
+        if getattr(self._held, "index", False):
             yield
+            return
+        with self._flock(os.path.join(self.ingest_dir, "index.lock")):
+            self._held.index = True
+            try:
+                yield
+            finally:
+                self._held.index = False
 
     @contextlib.contextmanager
     def _flock(self, path):
@@ -202,15 +202,66 @@ class BlobStore:
             pass
 
     # ------------------------------------------------------------------ index.json
+    @staticmethod
+    def _empty_index():
+        return {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}
+
     def read_index(self):
+        """index.json as a dict whose ``manifests`` holds only JSON objects; a missing file is an empty
+        index, a damaged one is rebuilt from the stored manifests (see ``_rebuild_index``)."""
+        path = os.path.join(self.path, "index.json")
         try:
-            with open(os.path.join(self.path, "index.json"), "rb") as handle:
-                data = json.loads(handle.read().decode("utf-8"))
-        except (IOError, OSError, ValueError):
-            return {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}
-        if not isinstance(data, dict) or not isinstance(data.get("manifests"), list):
-            return {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}
+            with open(path, "rb") as handle:
+                raw = handle.read(MAX_INDEX_SIZE + 1)
+        except (IOError, OSError):
+            return self._empty_index()
+        try:
+            data = jsonutil.loads(raw, "the blob store's index %s" % path, limit=MAX_INDEX_SIZE)
+            if not isinstance(data.get("manifests"), list):
+                raise ManifestError("the blob store's index %s has no manifests list" % path)
+        except ManifestError as exc:
+            return self._rebuild_index(str(exc))
+        data["manifests"] = [m for m in data["manifests"] if isinstance(m, dict)]
         return data
+
+    def _rebuild_index(self, reason):
+        """Replace a damaged index.json: the stored images that nothing else refers to become unnamed
+        entries again (their names are lost; the next online run names them again), and the damaged file is
+        kept as index.json.damaged."""
+        path = os.path.join(self.path, "index.json")
+        with self._index_lock():
+            entries = self._top_level_manifests()
+            index = self._empty_index()
+            index["manifests"] = entries
+            try:
+                os.replace(path, path + ".damaged")
+            except OSError:
+                pass
+            write_json_atomic(path, index)
+        self.warn("%s; it was rebuilt from the %d stored image(s) and the damaged file kept as %s.damaged "
+                  "(image names are restored by the next run that fetches them)" % (reason, len(entries), path))
+        return index
+
+    def _top_level_manifests(self):
+        """Descriptors of the stored manifests and indexes no stored index refers to."""
+        from ansible_collections.hocker.registry.plugins.module_utils._registry.manifest import parse_manifest
+        found = {}
+        referenced = set()
+        directory = os.path.join(self.blobs_dir, "sha256")
+        for name in sorted(os.listdir(directory)) if os.path.isdir(directory) else []:
+            digest = "sha256:" + name
+            if not is_digest(digest) or os.path.getsize(os.path.join(directory, name)) > MAX_INDEX_SIZE:
+                continue
+            raw = self.read_bytes(digest, MAX_INDEX_SIZE)
+            if not raw or raw[:1] != b"{":
+                continue
+            try:
+                manifest = parse_manifest(raw, None, digest, "stored blob %s" % digest)
+            except RegistryError:
+                continue
+            found[digest] = manifest.descriptor()
+            referenced.update(m.get("digest") for m in manifest.manifests)
+        return [d for digest, d in sorted(found.items()) if digest not in referenced]
 
     def record_image(self, name, descriptor):
         """Name ``descriptor`` (of a stored manifest) as ``name`` in index.json (replacing an older entry)."""
@@ -218,16 +269,20 @@ class BlobStore:
                  "annotations": {REF_NAME: name, FETCHED_AT: str(int(time.time()))}}
         with self._index_lock():
             index = self.read_index()
-            manifests = [m for m in index["manifests"]
-                         if not (isinstance(m, dict) and (m.get("annotations") or {}).get(REF_NAME) == name)]
+            manifests = [m for m in index["manifests"] if _ref_name(m) != name]
             manifests.append(entry)
-            manifests.sort(key=lambda m: ((m.get("annotations") or {}).get(REF_NAME, ""), m.get("digest", "")))
+            manifests.sort(key=lambda m: (_ref_name(m) or "", str(m.get("digest", ""))))
             index["manifests"] = manifests
             write_json_atomic(os.path.join(self.path, "index.json"), index)
 
     def lookup_image(self, name):
         """The stored descriptor named ``name``, or None."""
         for entry in self.read_index()["manifests"]:
-            if isinstance(entry, dict) and (entry.get("annotations") or {}).get(REF_NAME) == name:
+            if _ref_name(entry) == name:
                 return entry
         return None
+
+
+def _ref_name(entry):
+    value = jsonutil.get_dict(entry, "annotations").get(REF_NAME)
+    return value if isinstance(value, str) else None

@@ -24,6 +24,8 @@ except ImportError:  # pragma: no cover
     from urlparse import urljoin, urlsplit  # type: ignore
 
 RETRY_STATUS = (408, 429, 500, 502, 503, 504)
+REQUEST_KINDS = ("head", "manifest_get", "blob_get", "token", "other")
+MAX_RETRY_WAIT = 900.0   # seconds one request may spend waiting between its retries, whatever ``retries`` says
 REDIRECT_STATUS = (301, 302, 303, 307, 308)
 MAX_REDIRECTS = 10
 MAX_BACKOFF = 30.0
@@ -67,6 +69,18 @@ def parse_retry_after(value, now=None):
     return max(0.0, min(MAX_RETRY_AFTER, seconds))
 
 
+def classify(method, url):
+    """The kind of a registry request, for the ``requests`` counters."""
+    if method == "HEAD":
+        return "head"
+    path = urlsplit(url).path
+    if method == "GET" and "/manifests/" in path:
+        return "manifest_get"
+    if method == "GET" and "/blobs/" in path:
+        return "blob_get"
+    return "other"
+
+
 def backoff_delay(attempt):
     """1 s doubling to 30 s."""
     return min(MAX_BACKOFF, 1.0 * (2 ** attempt))
@@ -108,6 +122,7 @@ class Transport:
         self.warn = warn or (lambda msg: None)
         self.sleep = sleep
         self.bytes_downloaded = 0
+        self.counts = dict((kind, 0) for kind in REQUEST_KINDS)
         self._count_lock = threading.Lock()
         session = requests.Session()
         # trust_env would also read ~/.netrc and send those credentials anywhere; proxies from the
@@ -194,14 +209,15 @@ class Transport:
             raise TransportError("TLS error talking to %s: %s; %s" % (safe_url(url), reason, hint), tls=True)
         except (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
                 requests.exceptions.ChunkedEncodingError) as exc:
-            raise TransportError("cannot reach %s: %s" % (safe_url(url), _short(exc)), retryable=True)
+            raise TransportError("cannot reach %s: %s" % (safe_url(url), _connection_reason(exc, self.timeout)),
+                                 retryable=True)
         except requests.exceptions.InvalidURL as exc:
             raise TransportError("invalid URL %s: %s" % (safe_url(url), _short(exc)))
         except requests.exceptions.RequestException as exc:
             raise TransportError("request to %s failed: %s" % (safe_url(url), _short(exc)))
 
     def request(self, method, url, headers=None, stream=False, auth_origin=None, data=None, retry=True,
-                on_redirect=None):
+                on_redirect=None, kind=None):
         """Send a request following redirects and retrying transient failures.
 
         ``headers`` may include Authorization: it is sent only to ``auth_origin`` (default: the origin of
@@ -210,37 +226,48 @@ class Transport:
         """
         headers = dict(headers or {})
         auth_origin = auth_origin or origin(url)
+        kind = kind or classify(method, url)
         attempt = 0
+        waited = 0.0
         while True:
             try:
-                response = self._follow(method, url, headers, stream, auth_origin, data, on_redirect)
+                response = self._follow(method, url, headers, stream, auth_origin, data, on_redirect, kind)
             except TransportError as exc:
-                if retry and exc.details.get("retryable") and attempt < self.retries:
-                    delay = backoff_delay(attempt)
+                if retry and exc.retryable and attempt < self.retries and waited < MAX_RETRY_WAIT:
+                    delay = min(backoff_delay(attempt), MAX_RETRY_WAIT - waited)
                     attempt += 1
+                    waited += delay
                     self.warn("%s; retry %d of %d in %.0f s" % (exc.msg, attempt, self.retries, delay))
                     self.sleep(delay)
                     continue
+                if attempt:
+                    raise TransportError("%s (after %d tries)" % (exc.msg, attempt + 1), status=exc.status,
+                                         retryable=exc.retryable, tls=exc.tls, plain_http=exc.plain_http)
                 raise
-            if retry and response.status_code in RETRY_STATUS and attempt < self.retries:
+            if retry and response.status_code in RETRY_STATUS and attempt < self.retries \
+                    and waited < MAX_RETRY_WAIT:
                 delay = parse_retry_after(response.headers.get("Retry-After"))
                 if delay is None:
                     delay = backoff_delay(attempt)
+                delay = min(delay, MAX_RETRY_WAIT - waited)
                 attempt += 1
+                waited += delay
                 self.warn("%s answered HTTP %d for %s; retry %d of %d in %.0f s" % (
                     safe_url(auth_origin), response.status_code, safe_url(url), attempt, self.retries, delay))
                 response.close()
                 self.sleep(delay)
                 continue
+            response.tries = attempt + 1
             return response
 
-    def _follow(self, method, url, headers, stream, auth_origin, data, on_redirect):
+    def _follow(self, method, url, headers, stream, auth_origin, data, on_redirect, kind):
         current = url
         seen = set()
         for _hop in range(MAX_REDIRECTS + 1):
             send_headers = dict(headers)
             if origin(current) != auth_origin:
                 send_headers.pop("Authorization", None)
+            self.count(kind)
             response = self._send_once(method, current, send_headers, stream, data)
             if response.status_code not in REDIRECT_STATUS or not response.headers.get("Location"):
                 return response
@@ -277,12 +304,50 @@ class Transport:
         self.add_downloaded(total)
         return b"".join(chunks)
 
+    def count(self, kind):
+        with self._count_lock:
+            self.counts[kind] = self.counts.get(kind, 0) + 1
+
     def add_downloaded(self, count):
         with self._count_lock:
             self.bytes_downloaded += count
 
     def close(self):
         self.session.close()
+
+
+def _causes(exc):
+    """``exc`` and the exceptions it wraps (causes, contexts, and urllib3's ``reason``)."""
+    seen = []
+    todo = [exc]
+    while todo and len(seen) < 12:
+        item = todo.pop(0)
+        if item is None or any(item is s for s in seen):
+            continue
+        seen.append(item)
+        todo.extend([getattr(item, "__cause__", None), getattr(item, "__context__", None),
+                     getattr(item, "reason", None)])
+        todo.extend(a for a in getattr(item, "args", ()) if isinstance(a, BaseException))
+    return seen
+
+
+def _connection_reason(exc, timeout):
+    """Why a connection failed, in words, with the likely cause."""
+    import socket
+    text = str(exc).lower()
+    for cause in _causes(exc):
+        if isinstance(cause, ConnectionRefusedError) or "connection refused" in text:
+            return "connection refused (is the registry running, and listening on that host and port?)"
+        if isinstance(cause, socket.gaierror) or "name or service not known" in text \
+                or "failed to resolve" in text or "nodename nor servname" in text:
+            return "the host name cannot be resolved (check the registry name and DNS)"
+        if isinstance(cause, ConnectionResetError) or "connection reset" in text:
+            return "the connection was reset by the server or a proxy"
+        if isinstance(cause, (socket.timeout, TimeoutError)) or "timed out" in text:
+            return "no answer within the timeout of %s seconds" % timeout
+        if "network is unreachable" in text or "no route to host" in text:
+            return "the network or host is unreachable"
+    return _short(exc)
 
 
 _SSL_REASON_RE = re.compile(r"\[SSL: [A-Z0-9_]+\][^()'\"]*|certificate verify failed[^()'\"]*")

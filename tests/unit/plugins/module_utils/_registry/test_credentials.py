@@ -24,7 +24,7 @@ def env(tmp_path, monkeypatch):
     bindir = tmp_path / "bin"
     bindir.mkdir()
     monkeypatch.setenv("HOME", str(home))
-    for name in ("DOCKER_CONFIG", "REGISTRY_AUTH_FILE", "XDG_CONFIG_HOME", credentials.CERTS_D_ENV):
+    for name in ("DOCKER_CONFIG", "REGISTRY_AUTH_FILE", "XDG_CONFIG_HOME"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
     monkeypatch.setenv("PATH", str(bindir) + os.pathsep + "/usr/bin:/bin")
@@ -260,8 +260,8 @@ def test_same_file_read_once(env, monkeypatch):
 
 # ------------------------------------------------------------------------------------------ corrupt files
 @pytest.mark.parametrize("content,expect", [
-    ('{"auths": {"reg.example": {"auth": "%s"' % b64("x:" + SECRET), "not valid JSON at line 1"),
-    ("[1, 2]", "does not hold a JSON object"),
+    ('{"auths": {"reg.example": {"auth": "%s"' % b64("x:" + SECRET), "not valid JSON: Expecting"),
+    ("[1, 2]", "is not a JSON object"),
     (b"\xff\xfe" + SECRET.encode(), "not UTF-8"),
 ])
 def test_corrupt_config_warns_and_continues(env, monkeypatch, content, expect):
@@ -389,8 +389,8 @@ def test_failing_helper_warns_without_its_output(env):
 
 
 @pytest.mark.parametrize("output,expect", [
-    ("not json " + SECRET, "not JSON"),
-    ('["%s"]' % SECRET, "unexpected JSON"),
+    ("not json " + SECRET, "not a JSON object"),
+    ('["%s"]' % SECRET, "not a JSON object"),
     ('{"Username": "", "Secret": "%s"}' % SECRET, "without a user name"),
 ])
 def test_helper_bad_answers_warn(env, output, expect):
@@ -499,14 +499,26 @@ def test_certs_d_nothing(certs_roots):
     assert credentials.tls_for_url("http://plain.example:80/v2/") is None
 
 
-def test_certs_d_env_override(env, monkeypatch):
-    root = env / "env-certs.d"
-    make_pem(root / "127.0.0.1:5000" / "ca.crt", "FROM-ENV")
-    monkeypatch.setenv(credentials.CERTS_D_ENV, str(root))
-    assert credentials.certs_d_roots() == [str(root)]
-    tls = credentials.tls_for_url("https://127.0.0.1:5000/v2/")
+def test_certs_d_explicit_roots(env):
+    """The roots are an argument (the test bed passes its own); nothing in the environment changes them."""
+    root = env / "own-certs.d"
+    make_pem(root / "127.0.0.1:5000" / "ca.crt", "FROM-ROOTS")
+    tls = credentials.tls_for_url("https://127.0.0.1:5000/v2/", roots=[str(root)])
     with open(tls["ca_path"]) as handle:
-        assert "FROM-ENV" in handle.read()
+        assert "FROM-ROOTS" in handle.read()
+    assert credentials.tls_for_url("https://127.0.0.1:5000/v2/", roots=[str(env / "empty")]) is None
+
+
+def test_ca_path_directory(env):
+    """A certs.d-style directory given as ca_path: its CAs (plus the default store) and client pair."""
+    d = env / "certs"
+    make_pem(d / "ca.crt", "DIR-CA")
+    make_pem(d / "me.cert", "ME")
+    (d / "me.key").write_text("KEY")
+    tls = credentials.tls_from_directory(str(d))
+    with open(tls["ca_path"]) as handle:
+        assert "DIR-CA" in handle.read()
+    assert tls["client_cert"] == str(d / "me.cert") and tls["client_key"] == str(d / "me.key")
 
 
 def test_certs_d_user_directory(env, certs_roots):
