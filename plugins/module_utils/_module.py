@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: hocker.registry contributors
 # Apache License 2.0 (see LICENSE)
-"""The Ansible adapter shared by every module: argument spec, client construction, errors, safe writes.
+"""The Ansible adapter shared by every module: argument spec groups, options, client, errors, results.
 
 Note that this module util is **PRIVATE** to the collection. It can have breaking changes at any time.
 Do not use this from other collections or standalone plugins/modules!
@@ -11,68 +11,144 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import hashlib
 import gc
 import os
-import tempfile
+import re
+import stat
 import time
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.hocker.registry.plugins.module_utils._registry import _compat, credentials
-from ansible_collections.hocker.registry.plugins.module_utils._registry.auth import Credentials
-from ansible_collections.hocker.registry.plugins.module_utils._registry.client import RegistryClient
+from ansible_collections.hocker.registry.plugins.module_utils._registry import destination
 from ansible_collections.hocker.registry.plugins.module_utils._registry.errors import MissingLibrary, RegistryError
-from ansible_collections.hocker.registry.plugins.module_utils._registry.platform import host_platform, parse_platform
-from ansible_collections.hocker.registry.plugins.module_utils._registry.reference import parse_reference
-from ansible_collections.hocker.registry.plugins.module_utils._registry.store import BlobStore, hash_file
+from ansible_collections.hocker.registry.plugins.module_utils._registry.options import (
+    ClientOptions, build_client, open_store)
 
-COMMON_ARGS = dict(
-    image=dict(type="str", required=True),
-    registry=dict(type="str"),
+_USERINFO_RE = re.compile(r"^((?:[A-Za-z][A-Za-z0-9+.-]*://)?)([^/@]*)@(?=[^/]*(?:/|$))")
+MASK = "<credentials removed>"
+
+
+def url_without_credentials(value):
+    """A registry URL with any ``user:password@`` replaced by a marker, so that a password typed into it is
+    never echoed (the option type runs before Ansible prints its arguments); the marker makes the adapter
+    refuse the value with a clear message."""
+    if value is None:
+        return None
+    text = str(value)
+    return _USERINFO_RE.sub(lambda m: m.group(1) + MASK + "@", text, count=1)
+
+
+def image_without_credentials(value):
+    """An image reference with ``user:password@`` (typed before a registry host) masked, as above. A
+    digest (``name@sha256:...``) is left alone: what follows its ``@`` holds no ``/``."""
+    if value is None:
+        return None
+    text = str(value)
+    head, sep, tail = text.partition("@")
+    if sep and "/" in tail:
+        return url_without_credentials(text) if "://" in text else MASK + "@" + tail
+    return text
+
+
+def mirrors_without_credentials(value):
+    return url_without_credentials(value)
+
+
+# Argument spec groups, each matching a part of the doc fragment hocker.registry._registry.
+IMAGE_ARGS = dict(
+    image=dict(type=image_without_credentials, required=True, aliases=["name"]),
+    registry=dict(type=url_without_credentials),
     tag=dict(type="str"),
     platform=dict(type="str"),
+)
+AUTH_ARGS = dict(
     username=dict(type="str"),
     password=dict(type="str", no_log=True),
     token=dict(type="str", no_log=True),
-    docker_config=dict(type="path"),
-    validate_certs=dict(type="bool", default=True),
-    ca_path=dict(type="path"),
+    docker_config=dict(type="path", aliases=["config_path"]),
+)
+CONNECTION_ARGS = dict(
+    validate_certs=dict(type="bool", default=True, aliases=["tls_verify"]),
+    ca_path=dict(type="path", aliases=["ca_cert"]),
     client_cert=dict(type="path"),
     client_key=dict(type="path", no_log=False),
     timeout=dict(type="int", default=60),
     retries=dict(type="int", default=3),
+    registry_mirrors=dict(type="list", elements=mirrors_without_credentials),
+)
+CACHE_ARGS = dict(
     cache_dir=dict(type="path"),
     offline=dict(type="bool", default=False),
-    registry_mirrors=dict(type="list", elements="str"),
 )
+REQUIRED_TOGETHER = [["client_cert", "client_key"], ["username", "password"]]
+MUTUALLY_EXCLUSIVE = [["token", "username"], ["token", "password"]]
 
-COMMON_REQUIRED_TOGETHER = [["client_cert", "client_key"], ["username", "password"]]
-COMMON_MUTUALLY_EXCLUSIVE = [["token", "username"], ["token", "password"]]
+
+def common_argument_spec(without_aliases=()):
+    """The shared options (every group), minus the aliases named in ``without_aliases`` (a module whose own
+    option has that name)."""
+    spec = {}
+    for group in (IMAGE_ARGS, AUTH_ARGS, CONNECTION_ARGS, CACHE_ARGS):
+        for name, option in group.items():
+            option = dict(option)
+            if option.get("aliases"):
+                option["aliases"] = [a for a in option["aliases"] if a not in without_aliases]
+                if not option["aliases"]:
+                    del option["aliases"]
+            spec[name] = option
+    return spec
 
 
 class RegistryModule:
-    """An AnsibleModule with the shared options, plus helpers that every module of the collection uses."""
+    """An AnsibleModule with the shared options, plus what every module of the collection needs."""
 
     def __init__(self, argument_spec=None, supports_check_mode=True, file_args=False, mutually_exclusive=None,
-                 required_if=None, required_one_of=None):
-        spec = dict(COMMON_ARGS)
+                 required_if=None, required_one_of=None, without_aliases=(), keep_results=()):
+        spec = common_argument_spec(without_aliases)
         spec.update(argument_spec or {})
         self.module = AnsibleModule(
             argument_spec=spec,
             supports_check_mode=supports_check_mode,
             add_file_common_args=file_args,
-            required_together=COMMON_REQUIRED_TOGETHER,
-            mutually_exclusive=COMMON_MUTUALLY_EXCLUSIVE + list(mutually_exclusive or []),
+            required_together=REQUIRED_TOGETHER,
+            mutually_exclusive=MUTUALLY_EXCLUSIVE + list(mutually_exclusive or []),
             required_if=required_if,
             required_one_of=required_one_of,
         )
+        if keep_results:
+            self._keep_results(keep_results)
         self.params = self.module.params
         self.started = time.time()
         self.result = {"changed": False, "bytes_downloaded": 0}
         self._client = None
         self._reference = None
         self._store = None
+        try:
+            self._check_credentials_in_urls()
+            self.options = ClientOptions.from_mapping(self.params)
+        except RegistryError as exc:
+            self.module.fail_json(msg=str(exc), **self.result)
+
+    def _check_credentials_in_urls(self):
+        for name in ("registry", "image"):
+            if MASK in (self.params.get(name) or ""):
+                raise RegistryError("%s must not contain credentials (user:password@); give them in username and "
+                                    "password (or token) instead, which are never logged" % name)
+        if any(MASK in (m or "") for m in self.params.get("registry_mirrors") or ()):
+            raise RegistryError("registry_mirrors must not contain credentials (user:password@); mirrors are "
+                                "asked anonymously")
+
+    def _keep_results(self, names):
+        """Ansible adds file facts (uid, mode, size, ...) of a result's ``dest`` to the result; keep the
+        module's own values of ``names`` (the layer module's ``size`` is the blob's, not the file's)."""
+        add_path_info = self.module.add_path_info
+
+        def keep(kwargs):
+            own = dict((name, kwargs[name]) for name in names if kwargs.get(name) is not None)
+            add_path_info(kwargs)
+            kwargs.update(own)
+            return kwargs
+        self.module.add_path_info = keep
 
     # ---------------------------------------------------------------- pieces built from the options
     @property
@@ -86,52 +162,37 @@ class RegistryModule:
     def warn(self, message):
         self.module.warn(message)
 
+    def hide(self, secret):
+        """Never show ``secret`` in any output of this run."""
+        self.module.no_log_values.add(secret)
+
     @property
     def reference(self):
         if self._reference is None:
-            self._reference = parse_reference(self.params["image"], self.params.get("registry"),
-                                              self.params.get("tag"))
+            self._reference = self.options.reference()
         return self._reference
 
     def wanted_platform(self):
         """The Platform asked for (or this host's); ``all`` is handled by the modules that allow it."""
-        value = self.params.get("platform")
-        if value:
-            return parse_platform(value)
-        return host_platform()
-
-    def credentials(self):
-        params = self.params
-        if params.get("username") or params.get("token"):
-            return Credentials(username=params.get("username"), password=params.get("password"),
-                               token=params.get("token"), source="the module options")
-        found = credentials.lookup(self.reference, params.get("docker_config"), self.warn)
-        # a second line of defence: Ansible masks these wherever they might show up
-        for secret in found.secrets():
-            self.module.no_log_values.add(secret)
-        return found
+        return self.options.wanted_platform()
 
     @property
     def store(self):
-        """The blob store of ``cache_dir`` (None without one)."""
-        if self.check_mode and not self.params.get("offline"):
-            # check mode writes nothing, not even into the blob store
-            return None
-        if self._store is None and self.params.get("cache_dir"):
-            self._store = BlobStore(self.params["cache_dir"], create=not self.params.get("offline"))
+        """The blob store of ``cache_dir`` (None without one, and in check mode unless offline)."""
+        if self._store is None:
+            self._store = open_store(self.options, self.check_mode)
         return self._store
 
     @property
     def client(self):
         if self._client is None:
-            _compat.require_requests()
-            p = self.params
-            self._client = RegistryClient(
-                self.reference, credentials=self.credentials() if not p.get("offline") else None,
-                store=self.store, offline=p.get("offline"), validate_certs=p["validate_certs"],
-                ca_path=p.get("ca_path"), client_cert=p.get("client_cert"), client_key=p.get("client_key"),
-                timeout=p["timeout"], retries=p["retries"], warn=self.warn, tls_for_host=credentials.tls_for_url,
-                mirrors=p.get("registry_mirrors"))
+            self._reference, self._client = build_client(self.options, warn=self.warn, secret=self.hide,
+                                                         check_mode=self.check_mode, store=self.store)
+        return self._client
+
+    @property
+    def client_if_built(self):
+        """The client when something already needed it, else None (it costs a credential lookup)."""
         return self._client
 
     # ---------------------------------------------------------------- results
@@ -144,12 +205,27 @@ class RegistryModule:
             config_digest=resolved.config_digest,
             platform=resolved.platform,
         )
+        self.describe_source()
+
+    def describe_source(self):
         client = self._client
-        if client is not None:
-            self.result["source"] = client.store.path if client.offline else client.source
+        if self.options.offline and self.store is not None:
+            self.result["source"] = self.store.path
+        elif client is not None and client.source:
+            self.result["source"] = client.source
+
+    def finish_job(self, result, dest=None, recurse=False):
+        """Take a job's results: its diff (in diff mode), then the file attributes of ``dest``."""
+        diff = result.pop("diff", None)
+        if self.diff_mode and diff:
+            self.result["diff"] = diff
+        self.result.update(result)
+        self.describe_source()
+        if dest:
+            self.result["changed"] = self.apply_file_attributes(dest, result.get("changed", False), recurse=recurse)
 
     def run(self, body):
-        """Call ``body(self)``; turn client errors into fail_json; add elapsed and bytes_downloaded."""
+        """Call ``body(self)``; turn client errors into fail_json; add the request counters and timing."""
         gc.freeze()   # the imported modules: no garbage collection walks them while the module runs
         try:
             body(self)
@@ -161,8 +237,7 @@ class RegistryModule:
             self.module.fail_json(msg=str(exc), **self.result)
         except (OSError, IOError) as exc:
             self._finish()
-            self.module.fail_json(msg="%s: %s" % (getattr(exc, "filename", None) or "I/O error",
-                                                  exc.strerror or str(exc)), **self.result)
+            self.module.fail_json(msg=destination.describe_os_error(exc), **self.result)
         self._finish()
         self.module.exit_json(**self.result)
 
@@ -171,56 +246,53 @@ class RegistryModule:
         # collection at exit does not walk it again (20 to 30 ms of every run with ansible-core and requests
         # loaded).
         gc.freeze()
-        if self._client is not None:
-            self.result["bytes_downloaded"] = self._client.bytes_downloaded
-        self.result["elapsed"] = round(time.time() - self.started, 3)
+        elapsed = time.time() - self.started
+        client = self._client
+        if client is not None:
+            self.result["bytes_downloaded"] = client.bytes_downloaded
+            self.result["requests"] = client.request_counts()
+        else:
+            self.result.setdefault("requests", {"head": 0, "manifest_get": 0, "blob_get": 0, "token": 0})
+        self.result["elapsed"] = round(elapsed, 3)
+        self.result["throughput"] = int(self.result["bytes_downloaded"] / elapsed) if elapsed > 0 else 0
         if "image" not in self.result and self._reference is not None:
             self.result["image"] = str(self._reference)
 
     # ---------------------------------------------------------------- files
-    def apply_file_attributes(self, path, changed):
-        """Apply mode/owner/group/...; returns the new changed flag (check mode aware)."""
+    def apply_file_attributes(self, path, changed, recurse=False):
+        """Apply mode/owner/group/... to ``path`` (and with ``recurse`` to everything below it: files get
+        ``mode``, directories ``mode`` plus the execute bits wherever it gives read, so the tree stays
+        traversable); returns the new changed flag. In diff mode, attribute changes show in the diff."""
         if not os.path.lexists(path):
             return changed
-        file_args = self.module.load_file_common_arguments(self.params, path=path)
-        return self.module.set_fs_attributes_if_different(file_args, changed)
+        diff = self.result.setdefault("diff", {"before": {}, "after": {}}) if self.diff_mode else None
+        module = self.module
+        args = module.load_file_common_arguments(self.params, path=path)
+        if not recurse or not os.path.isdir(path):
+            return module.set_fs_attributes_if_different(args, changed, diff=diff)
+        changed = self._apply_to_dir(path, args, changed, diff)
+        for root, dirs, files in os.walk(path):
+            for name in dirs:
+                changed = self._apply_to_dir(os.path.join(root, name), args, changed, None)
+            for name in files:
+                changed = module.set_fs_attributes_if_different(dict(args, path=os.path.join(root, name)), changed)
+        return changed
 
-    def write_bytes(self, dest, data):
-        """Put ``data`` at ``dest`` atomically unless it is already there. Returns True if it changed."""
-        digest_new = hashlib.sha256(data).hexdigest()
-        digest_old = file_sha256(dest)
+    def _apply_to_dir(self, path, args, changed, diff):
+        changed = self.module.set_fs_attributes_if_different(dict(args, path=path), changed, diff=diff)
+        if args.get("mode") is None:
+            return changed
+        current = stat.S_IMODE(os.stat(path).st_mode)
+        wanted = current | ((current & 0o444) >> 2)
+        if wanted != current:
+            if not self.check_mode:
+                os.chmod(path, wanted)
+            changed = True
+        return changed
+
+    def write_bytes(self, dest, data, follow=False):
+        """Put ``data`` at ``dest`` atomically unless it is already there; returns True if it changed."""
+        new, old = destination.put_bytes(dest, data, dry_run=self.check_mode, follow=follow)
         if self.diff_mode:
-            self.result["diff"] = {
-                "before": {"dest": dest, "digest": ("sha256:" + digest_old) if digest_old else None},
-                "after": {"dest": dest, "digest": "sha256:" + digest_new},
-            }
-        changed = digest_old != digest_new
-        if changed and not self.check_mode:
-            self.atomic_write(dest, lambda fh: fh.write(data))
-        return self.apply_file_attributes(dest, changed)
-
-    def atomic_write(self, dest, producer):
-        """Write through ``producer(fileobj)`` into a temp file beside ``dest``, fsync, rename over ``dest``.
-
-        A failure leaves ``dest`` untouched and removes the temp file.
-        """
-        directory = os.path.dirname(os.path.abspath(dest)) or "."
-        if not os.path.isdir(directory):
-            raise RegistryError("the directory of dest %s does not exist" % dest)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".%s." % os.path.basename(dest), suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                producer(handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            self.module.atomic_move(tmp, dest)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-
-
-def file_sha256(path):
-    """sha256 hex of a regular file, or None if it does not exist."""
-    if not path or not os.path.isfile(path):
-        return None
-    return hash_file(path)[0].split(":", 1)[1]
+            self.result["diff"] = {"before": {"dest": dest, "digest": old}, "after": {"dest": dest, "digest": new}}
+        return self.apply_file_attributes(dest, new != old)

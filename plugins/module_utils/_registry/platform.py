@@ -29,6 +29,7 @@ _MACHINE_TO_PLATFORM = {
     "ppc64le": ("ppc64le", ""), "s390x": ("s390x", ""), "riscv64": ("riscv64", ""),
 }
 _PART_RE = re.compile(r"^[a-z0-9_.-]+$")
+_SHORT_ARCHES = ("arm", "ppc64le", "s390x", "riscv64", "mips64le", "mips64", "loong64", "wasm")
 
 
 class Platform:
@@ -117,14 +118,25 @@ class Platform:
             return None
 
 
+_KNOWN_OS = ("linux", "windows", "darwin", "macos", "freebsd", "netbsd", "openbsd", "solaris", "illumos", "aix",
+             "android", "ios", "plan9", "js", "wasip1", "dragonfly", "unknown")
+
+
 def parse_platform(text):
-    """Parse ``os/arch[/variant]``; raise InvalidReference with the reason."""
+    """Parse ``os/arch[/variant]``, or docker's short forms ``arch`` and ``arch/variant`` (os linux), for
+    example ``amd64``, ``arm64``, ``arm/v7``; raise InvalidReference with the reason."""
     if not isinstance(text, str) or not text.strip():
         raise InvalidReference("platform must look like os/arch[/variant], e.g. linux/arm64")
     parts = text.strip().lower().split("/")
-    if len(parts) not in (2, 3) or not all(parts) or not all(_PART_RE.match(p) for p in parts):
+    if not all(parts) or not all(_PART_RE.match(p) for p in parts) or len(parts) > 3:
         raise InvalidReference("invalid platform %r: expected os/arch[/variant], e.g. linux/amd64 or linux/arm/v7"
                                % (text,))
+    if parts[0] not in _KNOWN_OS and (parts[0] in _ARCH_ALIASES or parts[0] in _MACHINE_TO_PLATFORM
+                                      or parts[0] in _SHORT_ARCHES) and len(parts) <= 2:
+        parts = ["linux"] + parts
+    if len(parts) == 1:
+        raise InvalidReference("invalid platform %r: expected os/arch[/variant] or a known architecture such "
+                               "as amd64 or arm64" % (text,))
     return Platform(*parts)
 
 
