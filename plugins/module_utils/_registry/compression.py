@@ -11,26 +11,18 @@ API
     Sniff the compression from the first bytes of a blob (gzip ``1f 8b``; zstd frame ``28 b5 2f fd`` or a
     skippable frame ``5? 2a 4d 18``; anything else is ``none``). Media types are not trusted for this.
 
-``Decompressor(kind='auto', chunk_size=CHUNK_SIZE)``
+``Decompressor(kind='auto', chunk_size=CHUNK_SIZE, inflater='auto')``
     ``kind`` is ``gzip``, ``zstd``, ``none`` or ``auto`` (sniffed from the first 4 bytes fed).
     ``feed(data)`` returns an iterator of output chunks, each at most ``chunk_size`` bytes, whatever the
     compression ratio (a gzip or zstd bomb never needs more memory than one chunk). Consume the iterator
     before the next ``feed``. ``finish()`` returns an iterator of the remaining output and raises
     ``DecompressionError`` for a truncated gzip stream. Multi-member gzip (eStargz, pigz) and multi-frame
     zstd with skippable frames (zstd:chunked) are decoded as one stream, like docker and containerd do.
-    ``kind`` (after ``auto`` was resolved) tells what was found.
+    ``kind`` (after ``auto`` was resolved) tells what was found. ``inflater``: ``auto`` (ISA-L when
+    installed) or ``zlib``.
 
-``decompress_stream(src, dst, kind='auto', read_size=READ_SIZE, expected_digest=None, expected_diff_id=None)``
-    Read ``src`` (a path or a binary file object) to its end, write the decompressed bytes to ``dst`` (a path
-    or a binary file object, may be ``None`` to only hash) and hash both sides in the same pass. Returns a
-    ``DecompressResult`` with ``kind``, ``digest`` and ``size`` (compressed input), ``diff_id`` and
-    ``uncompressed_size`` (output). With ``expected_digest`` / ``expected_diff_id`` a mismatch raises
-    ``DigestMismatch``.
-
-``DecompressWriter(out=None, kind='auto', raw=None, chunk_size=CHUNK_SIZE)``
-    The same as a file-like sink for a download loop: ``write(chunk)`` takes compressed bytes as they arrive
-    (also copied to ``raw`` when given, e.g. the blob store file), decompressed bytes go to ``out``;
-    ``close()`` returns the ``DecompressResult``. ``decompress_stream`` is built on it.
+The sink that decompresses a download (hashing both sides, bounding the output) is ``sinks.Unpacker``;
+``sinks.decompress_stream`` reads a file through it.
 
 Output chunks may be memoryviews of the input (``none``) or of internal buffers: write or hash them before
 the next ``feed``/``write``. A truncated zstd stream is not detected here (zstandard's reader stops quietly):
@@ -39,8 +31,8 @@ the diff_id check catches it.
 zstd needs the ``zstandard`` library; without it a zstd stream raises ``MissingLibrary``. gzip and
 uncompressed data only need the standard library. When the optional ``isal`` library (python-isal, Intel's
 ISA-L) is installed, gzip is inflated with it: about twice as fast as zlib on the same data, same results
-(it checks the gzip CRC and length too). The environment variable ``HOCKER_REGISTRY_INFLATE=zlib`` forces
-the standard library. ``inflate_backend()`` tells which one is used. zlib, isal, hashlib and file I/O
+(it checks the gzip CRC and length too); ``inflater='zlib'`` forces the standard library.
+``inflate_backend(inflater)`` tells which one is used. zlib, isal, hashlib and file I/O
 release the GIL on large buffers, so several layers can be processed in threads.
 """
 
@@ -48,12 +40,10 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import hashlib
-import os
 import zlib
 
 from ansible_collections.hocker.registry.plugins.module_utils._registry._compat import require_zstandard
-from ansible_collections.hocker.registry.plugins.module_utils._registry.errors import DigestMismatch, RegistryError
+from ansible_collections.hocker.registry.plugins.module_utils._registry.errors import RegistryError
 
 GZIP = "gzip"
 ZSTD = "zstd"
@@ -73,27 +63,34 @@ class DecompressionError(RegistryError):
     """Corrupt or truncated compressed data."""
 
 
-_INFLATE = []   # [(name, decompressobj, error classes)] once chosen
+INFLATERS = ("auto", "zlib")
+_ISAL = []   # [isal_zlib module or None] once looked for
 
 
-def _inflater():
-    """Return (name, decompressobj factory, exception classes) of the gzip inflater to use."""
-    if not _INFLATE:
-        choice = ("zlib", zlib.decompressobj, (zlib.error,))
-        if os.environ.get("HOCKER_REGISTRY_INFLATE", "auto").lower() != "zlib":
-            try:
-                from isal import isal_zlib
-            except ImportError:
-                pass
-            else:
-                choice = ("isal", isal_zlib.decompressobj, (zlib.error, isal_zlib.error))
-        _INFLATE.append(choice)
-    return _INFLATE[0]
+def _isal():
+    if not _ISAL:
+        try:
+            from isal import isal_zlib
+        except ImportError:
+            isal_zlib = None
+        _ISAL.append(isal_zlib)
+    return _ISAL[0]
 
 
-def inflate_backend():
-    """``'isal'`` or ``'zlib'``: the library that inflates gzip layers in this process."""
-    return _inflater()[0]
+def _inflater(choice="auto"):
+    """(name, decompressobj factory, exception classes) of the gzip inflater: ISA-L when ``choice`` is
+    ``auto`` and python-isal is installed, else zlib."""
+    if choice not in INFLATERS:
+        raise ValueError("unknown inflater %r (expected auto or zlib)" % (choice,))
+    isal_zlib = _isal() if choice == "auto" else None
+    if isal_zlib is not None:
+        return "isal", isal_zlib.decompressobj, (zlib.error, isal_zlib.error)
+    return "zlib", zlib.decompressobj, (zlib.error,)
+
+
+def inflate_backend(choice="auto"):
+    """``'isal'`` or ``'zlib'``: the library that inflates gzip layers for ``choice``."""
+    return _inflater(choice)[0]
 
 
 def detect(first_bytes):
@@ -137,12 +134,13 @@ class _FeedSource(object):
 class Decompressor(object):
     """Push-style decompressor with bounded output chunks (see the module docstring)."""
 
-    def __init__(self, kind=AUTO, chunk_size=CHUNK_SIZE):
+    def __init__(self, kind=AUTO, chunk_size=CHUNK_SIZE, inflater="auto"):
         if kind not in KINDS and kind != AUTO:
             raise ValueError("unknown compression %r" % (kind,))
         if chunk_size < 1:
             raise ValueError("chunk_size must be positive")
         self.kind = None
+        self.inflater = inflater
         self.chunk_size = chunk_size
         self.bytes_in = 0
         self.bytes_out = 0
@@ -163,7 +161,7 @@ class Decompressor(object):
     def _start(self, kind):
         self.kind = kind
         if kind == GZIP:
-            _name, self._gz_new, self._gz_errors = _inflater()
+            _name, self._gz_new, self._gz_errors = _inflater(self.inflater)
             self._gz = self._gz_new(31)
         elif kind == ZSTD:
             zstandard = require_zstandard()
@@ -294,122 +292,3 @@ class Decompressor(object):
         elif self.kind == ZSTD:
             self._zsrc.eof = True
             yield from self._drain_zstd()
-
-
-class DecompressResult(object):
-    """Outcome of ``decompress_stream``."""
-
-    __slots__ = ("kind", "digest", "size", "diff_id", "uncompressed_size")
-
-    def __init__(self, kind, digest, size, diff_id, uncompressed_size):
-        self.kind = kind
-        self.digest = digest
-        self.size = size
-        self.diff_id = diff_id
-        self.uncompressed_size = uncompressed_size
-
-    def as_dict(self):
-        return dict((k, getattr(self, k)) for k in self.__slots__)
-
-    def __repr__(self):
-        return "DecompressResult(%s)" % ", ".join("%s=%r" % (k, getattr(self, k)) for k in self.__slots__)
-
-
-def decompress_stream(src, dst, kind=AUTO, read_size=READ_SIZE, expected_digest=None, expected_diff_id=None):
-    """Decompress ``src`` into ``dst`` hashing both sides in one pass (see the module docstring)."""
-    own_src = own_dst = False
-    if isinstance(src, (str, bytes)):
-        src = open(src, "rb")
-        own_src = True
-    try:
-        if isinstance(dst, (str, bytes)):
-            dst = open(dst, "wb")
-            own_dst = True
-        try:
-            result = _decompress(src, dst, kind, read_size)
-        finally:
-            if own_dst:
-                dst.close()
-    finally:
-        if own_src:
-            src.close()
-    if expected_digest is not None and result.digest != expected_digest:
-        raise DigestMismatch("blob does not match its digest: expected %s, got %s"
-                             % (expected_digest, result.digest))
-    if expected_diff_id is not None and result.diff_id != expected_diff_id:
-        raise DigestMismatch("uncompressed layer does not match its diff_id: expected %s, got %s"
-                             % (expected_diff_id, result.diff_id))
-    return result
-
-
-class DecompressWriter(object):
-    """Push-style sink for one blob: see the module docstring."""
-
-    def __init__(self, out=None, kind=AUTO, raw=None, chunk_size=CHUNK_SIZE):
-        self._out = out.write if out is not None else None
-        self._raw = raw.write if raw is not None else None
-        self._dec = Decompressor(kind, chunk_size=chunk_size)
-        self._in_hash = hashlib.sha256()
-        self._out_hash = hashlib.sha256()
-        self.size = 0
-        self.uncompressed_size = 0
-        self.result = None
-
-    def write(self, data):
-        """Take the next compressed bytes; return len(data)."""
-        if self.result is not None:
-            raise ValueError("write() after close()")
-        n = len(data)
-        if not n:
-            return 0
-        self.size += n
-        self._in_hash.update(data)
-        if self._raw is not None:
-            self._raw(data)
-        self._emit(self._dec.feed(data))
-        return n
-
-    def _emit(self, chunks):
-        out = self._out
-        identity = self._dec.kind == NONE
-        for chunk in chunks:
-            self.uncompressed_size += len(chunk)
-            if not identity:
-                self._out_hash.update(chunk)
-            if out is not None:
-                out(chunk)
-
-    def close(self):
-        """End of the blob: flush the decompressor and return the DecompressResult."""
-        if self.result is None:
-            self._emit(self._dec.finish())
-            digest = "sha256:" + self._in_hash.hexdigest()
-            diff_id = digest if self._dec.kind == NONE else "sha256:" + self._out_hash.hexdigest()
-            self.result = DecompressResult(self._dec.kind, digest, self.size, diff_id, self.uncompressed_size)
-        return self.result
-
-
-def _decompress(src, dst, kind, read_size):
-    buf = bytearray(read_size)
-    view = memoryview(buf)
-    readinto = getattr(src, "readinto", None)
-    sink = DecompressWriter(dst, kind, chunk_size=max(read_size, CHUNK_SIZE))
-    while True:
-        n, chunk = _read(src, readinto, view, read_size)
-        if not n:
-            break
-        sink.write(chunk)
-    return sink.close()
-
-
-def _read(src, readinto, view, read_size):
-    """Read up to read_size bytes; return (n, bytes-like) with n == 0 at EOF."""
-    if readinto is not None:
-        n = readinto(view)
-        if not n:
-            return 0, None
-        return n, view[:n]
-    data = src.read(read_size)
-    if not data:
-        return 0, None
-    return len(data), data

@@ -10,22 +10,34 @@ import pytest
 import zstandard
 
 from ansible_collections.hocker.registry.plugins.module_utils._registry import compression as c
-from ansible_collections.hocker.registry.plugins.module_utils._registry.errors import DigestMismatch
+from ansible_collections.hocker.registry.plugins.module_utils._registry import sinks
+from ansible_collections.hocker.registry.plugins.module_utils._registry.errors import DigestMismatch, LimitExceeded
 
 RNG = random.Random(1234)
 DATA = bytes(RNG.getrandbits(8) for _i in range(200000)) + b"layer-data " * 300000 + b"tail"
 SKIPPABLE = b"\x5a\x2a\x4d\x18" + (6).to_bytes(4, "little") + b"ignore"
 
 
+INFLATER = {"name": "auto"}
+
+
 @pytest.fixture(autouse=True, params=["zlib", "isal"])
-def inflate_backend(request, monkeypatch):
-    """Every test runs with the standard library's zlib and with ISA-L (python-isal, in the CI venv)."""
+def inflate_backend(request):
+    """Every test runs with the standard library's zlib and with ISA-L (python-isal, in the CI venv), chosen
+    in-process with the inflater option."""
     if request.param == "isal":
         import isal.isal_zlib  # noqa: F401  (the CI venv installs it: fail, never skip, when it is missing)
-    monkeypatch.setenv("HOCKER_REGISTRY_INFLATE", "auto" if request.param == "isal" else "zlib")
-    monkeypatch.setattr(c, "_INFLATE", [])
-    assert c.inflate_backend() == request.param
+    INFLATER["name"] = "auto" if request.param == "isal" else "zlib"
+    assert c.inflate_backend(INFLATER["name"]) == request.param
     return request.param
+
+
+def decompressor(kind="auto", **kwargs):
+    return c.Decompressor(kind, inflater=INFLATER["name"], **kwargs)
+
+
+def decompress_stream(src, dst, **kwargs):
+    return sinks.decompress_stream(src, dst, inflater=INFLATER["name"], **kwargs)
 
 
 def sha(data):
@@ -33,7 +45,7 @@ def sha(data):
 
 
 def run(blob, kind="auto", step=65536, chunk_size=c.CHUNK_SIZE):
-    dec = c.Decompressor(kind, chunk_size=chunk_size)
+    dec = decompressor(kind, chunk_size=chunk_size)
     out = []
     peak = 0
     for i in range(0, len(blob), step):
@@ -145,7 +157,7 @@ def test_bomb_output_is_bounded(kind):
         cctx = zstandard.ZstdCompressor(level=3)
         blob = cctx.compress(bytes(size))
     assert len(blob) < size // 100
-    dec = c.Decompressor(kind, chunk_size=1 << 20)
+    dec = decompressor(kind, chunk_size=1 << 20)
     total = 0
     peak = 0
     # feed the whole bomb at once: the output must still come in bounded chunks
@@ -172,10 +184,10 @@ def test_decompress_stream_hashes_both_sides(tmp_path, kind, as_path):
     src.write_bytes(blob)
     dst = tmp_path / "out.tar"
     if as_path:
-        res = c.decompress_stream(str(src), str(dst), read_size=100000)
+        res = decompress_stream(str(src), str(dst), read_size=100000)
     else:
         with open(str(src), "rb") as s, open(str(dst), "wb") as d:
-            res = c.decompress_stream(s, d)
+            res = decompress_stream(s, d)
     assert dst.read_bytes() == DATA
     assert res.kind == kind
     assert res.digest == sha(blob)
@@ -193,19 +205,19 @@ def test_decompress_stream_without_readinto_and_without_dst():
             return self.f.read(min(n, 4000))
 
     blob = gzip.compress(DATA, mtime=0)
-    res = c.decompress_stream(Src(blob), None, kind="gzip")
+    res = decompress_stream(Src(blob), None, kind="gzip")
     assert res.diff_id == sha(DATA)
     assert res.digest == sha(blob)
 
 
 def test_decompress_stream_verifies_expected(tmp_path):
     blob = gzip.compress(DATA, mtime=0)
-    res = c.decompress_stream(io.BytesIO(blob), None, expected_digest=sha(blob), expected_diff_id=sha(DATA))
+    res = decompress_stream(io.BytesIO(blob), None, expected_digest=sha(blob), expected_diff_id=sha(DATA))
     assert res.diff_id == sha(DATA)
     with pytest.raises(DigestMismatch):
-        c.decompress_stream(io.BytesIO(blob), None, expected_diff_id=sha(b"other"))
+        decompress_stream(io.BytesIO(blob), None, expected_diff_id=sha(b"other"))
     with pytest.raises(DigestMismatch):
-        c.decompress_stream(io.BytesIO(blob), None, expected_digest=sha(b"other"))
+        decompress_stream(io.BytesIO(blob), None, expected_digest=sha(b"other"))
 
 
 def test_missing_zstandard_raises_missing_library(monkeypatch):
@@ -213,7 +225,7 @@ def test_missing_zstandard_raises_missing_library(monkeypatch):
     from ansible_collections.hocker.registry.plugins.module_utils._registry.errors import MissingLibrary
     monkeypatch.setitem(sys.modules, "zstandard", None)
     with pytest.raises(MissingLibrary) as exc:
-        c.Decompressor("zstd")
+        decompressor("zstd")
     assert "zstandard" in str(exc.value)
     # gzip still works without it
     assert run(gzip.compress(b"x" * 10, mtime=0))[0] == b"x" * 10
@@ -221,22 +233,53 @@ def test_missing_zstandard_raises_missing_library(monkeypatch):
 
 def test_unknown_kind_rejected():
     with pytest.raises(ValueError):
-        c.Decompressor("bzip2")
+        decompressor("bzip2")
     assert os.path.exists(c.__file__)
 
 
 @pytest.mark.parametrize("kind", ["gzip", "zstd", "none"])
-def test_decompress_writer_tees_the_raw_blob(kind):
+def test_unpacker_sink_hashes_both_sides(kind):
     blob = {"gzip": multi_gzip(DATA), "zstd": multi_zstd(DATA), "none": DATA}[kind]
     out = io.BytesIO()
-    raw = io.BytesIO()
-    sink = c.DecompressWriter(out, raw=raw)
+
+    class Out:
+        write = out.write
+
+        def close(self):
+            pass
+
+        def abandon(self):
+            pass
+
+    sink = sinks.Unpacker(Out(), hash_input=True, inflater=INFLATER["name"])
     for i in range(0, len(blob), 100003):
         assert sink.write(blob[i:i + 100003]) == len(blob[i:i + 100003])
     res = sink.close()
-    assert sink.close() is res
-    assert out.getvalue() == DATA and raw.getvalue() == blob
+    assert out.getvalue() == DATA
     assert (res.kind, res.digest, res.size, res.diff_id, res.uncompressed_size) == (
         kind, sha(blob), len(blob), sha(DATA), len(DATA))
-    with pytest.raises(ValueError):
-        sink.write(b"more")
+
+
+def test_unpacker_stops_a_bomb_at_its_ratio():
+    """A layer that inflates past its bounds stops at once, naming the layer and the limit."""
+    obj = zlib.compressobj(9, zlib.DEFLATED, 31)
+    blob = obj.compress(bytes(64 << 20)) + obj.flush()
+    bounds = sinks.InflateBounds("layer sha256:x", len(blob), max_ratio=100, floor=1 << 20)
+    sink = sinks.Unpacker(None, "sha256:x", bounds=bounds, inflater=INFLATER["name"])
+    with pytest.raises(LimitExceeded) as exc:
+        sink.write(blob)
+    assert "layer sha256:x" in str(exc.value) and "max_inflation_ratio" in str(exc.value)
+    assert sink.produced < 64 << 20
+
+
+def test_unpacker_stops_before_the_disk_is_full(monkeypatch, tmp_path):
+    class Full:
+        f_bavail = 10
+        f_frsize = 4096
+
+    monkeypatch.setattr(sinks.os, "statvfs", lambda path: Full())
+    bounds = sinks.InflateBounds("layer sha256:y", 1000, max_ratio=0, space_path=str(tmp_path))
+    sink = sinks.Unpacker(None, "sha256:y", bounds=bounds, inflater=INFLATER["name"])
+    with pytest.raises(LimitExceeded) as exc:
+        sink.write(gzip.compress(bytes(80 << 20), mtime=0))
+    assert "not enough space" in str(exc.value) and str(tmp_path) in str(exc.value)
