@@ -151,6 +151,32 @@ def run_module(name, args, extra_env=None):
     return Run(seconds, rss, proc.returncode, result, cpu)
 
 
+def run_job(args, placement="auto", inflater="auto"):
+    """The image job of docker_registry_image in a process of its own (tests/testbed/jobrun.py), with the
+    placement and inflater options the module does not expose; wall time includes start-up (without
+    ansible-core's)."""
+    modrun.ensure_pyroot()
+    fd, path = tempfile.mkstemp(prefix="hocker-bench-job-", suffix=".json")
+    with os.fdopen(fd, "w") as handle:
+        json.dump({"args": args, "job": {"placement": placement, "inflater": inflater}}, handle)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([modrun.PYROOT, os.path.join(ROOT, "tests"), env.get("PYTHONPATH", "")])
+    try:
+        proc, seconds, rss, cpu = _run_timed([sys.executable, "-m", "testbed.jobrun", path], env=env,
+                                             cwd=tempfile.gettempdir())
+    finally:
+        os.unlink(path)
+    out = proc.stdout.decode("utf-8", "replace")
+    try:
+        result = json.loads(out)
+    except ValueError:
+        result = {"failed": True, "raw": out}
+    if proc.returncode != 0 or result.get("failed"):
+        raise RuntimeError("image job failed (rc %d): %s\n%s" % (proc.returncode, out[-3000:],
+                                                                  proc.stderr.decode(errors="replace")[-3000:]))
+    return Run(seconds, rss, proc.returncode, result, cpu)
+
+
 def _remove(path):
     if os.path.isdir(path) and not os.path.islink(path):
         shutil.rmtree(path, ignore_errors=True)
@@ -235,6 +261,13 @@ def prepare_images(reg, big_size, realistic_size, keys):
 # ---------------------------------------------------------------------------------------------------------
 # cases
 # ---------------------------------------------------------------------------------------------------------
+def case_job(target, dest, layers, placement="auto", inflater="auto"):
+    _remove(dest)
+    run = run_job({"image": target.image, "dest": dest, "layers": layers}, placement, inflater)
+    _remove(dest)
+    return run
+
+
 def case_hocker(target, dest, layers, extra_env=None):
     _remove(dest)
     run = run_module("docker_registry_image", {"image": target.image, "dest": dest, "layers": layers}, extra_env)
@@ -342,13 +375,13 @@ def bench_image(target, workdir, reps, with_ansible):
         ("curl", lambda: case_curl(urls)),
         ("curl sequential", lambda: case_curl(urls, parallel=False)),
     ]
-    # the same module with each layer written to a temporary tar and then copied into the archive
+    # the module's image job run directly (testbed/jobrun.py): as the module does it, then with each layer
+    # written to a work file and copied into the archive afterwards, then with zlib instead of python-isal
     cases.insert(2, ("hocker uncompressed, not placed",
-                     lambda: case_hocker(target, dest, "uncompressed", {"HOCKER_REGISTRY_PLACE_LAYERS": "0"})))
+                     lambda: case_job(target, dest, "uncompressed", placement="never")))
     if HAS_ISAL:
-        # the same module with the standard library's zlib instead of python-isal (the optional accelerator)
-        cases.insert(2, ("hocker uncompressed, zlib",
-                         lambda: case_hocker(target, dest, "uncompressed", {"HOCKER_REGISTRY_INFLATE": "zlib"})))
+        cases.insert(2, ("hocker uncompressed, zlib", lambda: case_job(target, dest, "uncompressed", inflater="zlib")))
+    cases.insert(2, ("hocker uncompressed, job", lambda: case_job(target, dest, "uncompressed")))
     log("%s: %d layers, %.1f MB of blobs, %d repetitions" % (title, len(target.layers), target.total_size / MB,
                                                              reps))
     runs = paired(cases, reps)
@@ -366,10 +399,13 @@ def bench_image(target, workdir, reps, with_ansible):
             row.note = "%.2fx sequential curl" % row.ratio("curl sequential")
         if name == "curl sequential":
             row.note = "one transfer at a time (reference only)"
+        if name == "hocker uncompressed, job":
+            row.note = "the module's image job without the Ansible module around it (the reference of the next " \
+                "two rows); " + row.note
         if name == "hocker uncompressed, zlib":
-            row.note = "gzip inflated by the standard library's zlib instead of isal; " + row.note
+            row.note = "the job with gzip inflated by the standard library's zlib instead of isal; " + row.note
         if name == "hocker uncompressed, not placed":
-            row.note = "layers to temporary tars, then copied into the archive (HOCKER_REGISTRY_PLACE_LAYERS=0); " + \
+            row.note = "the job with layers to work files, then copied into the archive (placement=never); " + \
                 row.note
         rows.append(row)
     if with_ansible:

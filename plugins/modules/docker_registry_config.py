@@ -114,21 +114,17 @@ elapsed:
 """
 
 from ansible_collections.hocker.registry.plugins.module_utils._module import RegistryModule
+from ansible_collections.hocker.registry.plugins.module_utils._registry.smalljobs import config_job
 
 
 def fetch(rm):
-    client = rm.client
-    resolved = client.resolve(rm.wanted_platform())
-    rm.describe(resolved)
-    rm.result["config"] = client.get_config(resolved)
-    dest = rm.params.get("dest")
-    if dest:
-        rm.result["dest"] = dest
-        rm.result["changed"] = rm.write_bytes(dest, resolved.config_bytes)
+    p = rm.params
+    rm.finish_job(config_job(rm, dest=p.get("dest"), follow=p["follow"]), p.get("dest"))
 
 
 def main():
-    rm = RegistryModule(argument_spec=dict(dest=dict(type="path")), file_args=True)
+    rm = RegistryModule(argument_spec=dict(dest=dict(type="path"), follow=dict(type="bool", default=False)),
+                        file_args=True)
     rm.run(fetch)
 
 

@@ -37,6 +37,8 @@ attributes:
       - Only manifests are fetched, and no layer is downloaded; nothing is written.
       - With O(decompress=true) the small image config is fetched too, because the diff_id that O(dest) is
         compared with is only found there.
+      - RV(platform) is null for a single-platform image (its platform is only written in its config) and
+        RV(diff_id) is null without O(decompress=true).
   diff_mode:
     support: full
     details: Shows the digest of O(dest) before and after.
@@ -70,6 +72,27 @@ options:
       - Download and write the layer even when O(dest) already holds it.
     type: bool
     default: false
+  follow:
+    description:
+      - When O(dest) is a symlink, write its target. Without it a symlink at O(dest) is refused, as is any
+        O(dest) that exists and is not a regular file.
+    type: bool
+    default: false
+  max_inflation_ratio:
+    description:
+      - With O(decompress=true), stop a layer that inflates to more than this many times its compressed size
+        once it is past 1 GiB (a decompression bomb); V(0) removes the bound. Inflating always stops before
+        the file system of O(dest) has less than 64 MiB free.
+    type: int
+    default: 200
+notes:
+  - When O(dest) already holds the layer asked for by digest (O(layer), without O(decompress)), the module
+    hashes it and asks the registry nothing, so a converged host does not need the registry; the image fields
+    (RV(digest), RV(manifest_digest), RV(config_digest), RV(platform)) are then returned only if the record
+    this module keeps on O(dest) (an extended attribute) has them.
+  - Otherwise an unchanged re-run asks the registry one HEAD request (none for a digest reference) when the
+    record on O(dest) still names what the reference resolves to; with O(cache_dir), manifests and configs
+    come from the blob store by digest.
 seealso:
   - module: hocker.registry.docker_registry_image
   - module: hocker.registry.docker_registry_manifest
@@ -101,6 +124,7 @@ EXAMPLES = r"""
 - name: Same layer on a host without network, from the blob store
   hocker.registry.docker_registry_layer:
     image: reg.example.com/team/app:1.2
+    platform: linux/arm64
     layer: "{{ app.manifest.layers[0].digest }}"
     cache_dir: /var/cache/hocker
     offline: true
@@ -151,7 +175,7 @@ diff_id:
   type: str
   sample: sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef
 size:
-  description: The size of the layer blob in bytes, as the manifest gives it.
+  description: The size of the layer blob in bytes, as the manifest gives it (also with O(decompress=true)).
   returned: success
   type: int
   sample: 52550276
@@ -184,129 +208,16 @@ elapsed:
   type: float
 """
 
-import os
-import re
-
-from ansible_collections.hocker.registry.plugins.module_utils._module import RegistryModule, file_sha256
-from ansible_collections.hocker.registry.plugins.module_utils._registry.blobs import (
-    download, fetch_to_store, foreign_urls)
-from ansible_collections.hocker.registry.plugins.module_utils._registry.compression import (
-    DecompressionError, decompress_stream)
-from ansible_collections.hocker.registry.plugins.module_utils._registry.errors import (
-    DigestMismatch, InvalidReference, NotFound)
-from ansible_collections.hocker.registry.plugins.module_utils._registry.manifest import config_diff_ids
-from ansible_collections.hocker.registry.plugins.module_utils._registry.pipeline import download_unpacked
-
-
-def _layer_position(layers, layer, index, image):
-    if layer is not None:
-        wanted = layer.strip().lower()
-        if re.match(r"^[a-f0-9]{64}$", wanted):
-            wanted = "sha256:" + wanted
-        if not re.match(r"^sha256:[a-f0-9]{64}$", wanted):
-            raise InvalidReference("layer must be a digest such as sha256:<64 hex digits>, got %r" % layer)
-        for position, descriptor in enumerate(layers):
-            if descriptor.get("digest") == wanted:
-                return position
-        raise NotFound("%s has no layer %s (it has %d layers)" % (image, wanted, len(layers)))
-    if not -len(layers) <= index < len(layers):
-        raise NotFound("%s has %d layers; index %d is out of range" % (image, len(layers), index))
-    return index % len(layers)
+from ansible_collections.hocker.registry.plugins.module_utils._module import RegistryModule
+from ansible_collections.hocker.registry.plugins.module_utils._registry.layerjob import LayerJob, LayerRequest
 
 
 def fetch(rm):
     p = rm.params
-    client = rm.client
-    resolved = client.resolve(rm.wanted_platform(), check_config=not rm.check_mode)
-    rm.describe(resolved)
-    layers = resolved.image.layers
-    if not layers:
-        raise NotFound("%s has no layers" % rm.reference)
-    position = _layer_position(layers, p.get("layer"), p.get("index"), rm.reference)
-    descriptor = layers[position]
-    diff_id = None
-    if p["decompress"] or not rm.check_mode:
-        # the diff_id lives only in the config; check mode fetches it only when it must compare against it
-        diff_ids = config_diff_ids(client.get_config(resolved), len(layers), "the config of %s" % rm.reference)
-        diff_id = diff_ids[position]
-    dest = p["dest"]
-    rm.result.update(layer_digest=descriptor.get("digest"), diff_id=diff_id, size=descriptor.get("size"),
-                     media_type=descriptor.get("mediaType"), dest=dest, resumed=False)
-    want = diff_id if p["decompress"] else descriptor["digest"]
-    if os.path.isdir(dest):
-        raise InvalidReference("dest %s is a directory; give a file name" % dest)
-    current = file_sha256(dest)
-    current = ("sha256:" + current) if current else None
-    if rm.diff_mode:
-        rm.result["diff"] = {"before": {"dest": dest, "digest": current}, "after": {"dest": dest, "digest": want}}
-    if current == want and not p["force"]:
-        rm.result["changed"] = rm.apply_file_attributes(dest, False)
-        return
-    if rm.check_mode:
-        rm.result["changed"] = True
-        return
-    _place(rm, client, descriptor, diff_id, dest)
-    rm.result["changed"] = rm.apply_file_attributes(dest, True)
-
-
-def _place(rm, client, descriptor, diff_id, dest):
-    if rm.store is not None:
-        _place_from_store(rm, client, descriptor, diff_id, dest)
-        return
-    decompress = rm.params["decompress"]
-    directory, name = os.path.split(os.path.abspath(dest))
-    if not os.path.isdir(directory):
-        raise NotFound("the directory of dest %s does not exist" % dest)
-    partial = os.path.join(directory, ".%s.part" % name)
-    if decompress:
-        # one pass: the blob goes to the partial file (a broken download resumes from it on the next run)
-        # while its tar goes to a temp file that becomes dest; the temp file has a fixed name, so a run that
-        # is killed leaves nothing the next run does not replace
-        unpacking = os.path.join(directory, ".%s.unpacking" % name)
-        try:
-            fd = os.open(unpacking, os.O_RDWR | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o600)
-            with os.fdopen(fd, "w+b") as handle:
-                rm.result["resumed"] = download_unpacked(client, descriptor, diff_id, partial, handle).resumed
-                handle.flush()
-                os.fsync(handle.fileno())
-            rm.module.atomic_move(unpacking, dest)
-        except (DigestMismatch, DecompressionError):
-            # a verified blob whose content is wrong: nothing to resume from
-            if os.path.exists(partial):
-                os.unlink(partial)
-            raise
-        finally:
-            if os.path.exists(unpacking):
-                os.unlink(unpacking)
-        os.unlink(partial)
-        return
-    result = download(client, descriptor, partial, foreign_urls(descriptor))
-    rm.result["resumed"] = result.resumed
-    rm.module.atomic_move(partial, dest)
-
-
-def _place_from_store(rm, client, descriptor, diff_id, dest):
-    """Fetch the blob into the blob store (unless it is there) and copy or decompress it to ``dest``."""
-    store = rm.store
-    decompress = rm.params["decompress"]
-    for attempt in (1, 2):
-        source, result = fetch_to_store(client, store, descriptor)
-        if result is not None:
-            rm.result["resumed"] = result.resumed
-        try:
-            if decompress:
-                rm.atomic_write(dest, lambda fh: decompress_stream(source, fh, expected_digest=descriptor["digest"],
-                                                                   expected_diff_id=diff_id))
-            else:
-                # a plain copy, verified on the way (the stored blob may have rotted)
-                rm.atomic_write(dest, lambda fh: decompress_stream(source, fh, kind="none",
-                                                                   expected_digest=descriptor["digest"]))
-            return
-        except DigestMismatch:
-            # a blob that rotted in the store: drop it and download it once more
-            store.remove_blob(descriptor["digest"])
-            if attempt == 2 or result is not None:
-                raise
+    request = LayerRequest(dest=p["dest"], layer=p["layer"], index=p["index"], decompress=p["decompress"],
+                           force=p["force"], follow=p["follow"], check_mode=rm.check_mode,
+                           max_inflation_ratio=p["max_inflation_ratio"])
+    rm.finish_job(LayerJob(lambda: rm.client, rm.reference, rm.store, request, rm.options, rm.warn).run(), p["dest"])
 
 
 def main():
@@ -317,10 +228,13 @@ def main():
             dest=dict(type="path", required=True),
             decompress=dict(type="bool", default=False),
             force=dict(type="bool", default=False),
+            follow=dict(type="bool", default=False),
+            max_inflation_ratio=dict(type="int", default=200),
         ),
         file_args=True,
         mutually_exclusive=[["layer", "index"]],
         required_one_of=[["layer", "index"]],
+        keep_results=("size",),
     )
     rm.run(fetch)
 

@@ -154,32 +154,13 @@ elapsed:
 """
 
 from ansible_collections.hocker.registry.plugins.module_utils._module import RegistryModule
-from ansible_collections.hocker.registry.plugins.module_utils._registry.client import Resolved
-from ansible_collections.hocker.registry.plugins.module_utils._registry.errors import PlatformError
+from ansible_collections.hocker.registry.plugins.module_utils._registry.smalljobs import manifest_job
 
 
 def fetch(rm):
-    client = rm.client
-    try:
-        resolved = client.resolve(rm.wanted_platform(), check_config=not rm.check_mode)
-    except PlatformError:
-        if not rm.params["index"] or rm.params.get("platform"):
-            raise
-        # index=true without an explicit platform: the index is what was asked for, even when it has
-        # nothing for this host
-        top = client.get_manifest()
-        resolved = Resolved(top, top, None, client.leaves(top) if top.is_index else [])
-    rm.describe(resolved)
-    chosen = resolved.top if rm.params["index"] else resolved.image
-    rm.result["manifest"] = chosen.data
-    rm.result["media_type"] = chosen.media_type
-    if resolved.top.is_index:
-        rm.result["index"] = resolved.top.data
-        rm.result["platforms"] = resolved.platforms
-    dest = rm.params.get("dest")
-    if dest:
-        rm.result["dest"] = dest
-        rm.result["changed"] = rm.write_bytes(dest, chosen.raw)
+    p = rm.params
+    result = manifest_job(rm, dest=p.get("dest"), index=p["index"], follow=p["follow"])
+    rm.finish_job(result, p.get("dest"))
 
 
 def main():
@@ -187,6 +168,7 @@ def main():
         argument_spec=dict(
             dest=dict(type="path"),
             index=dict(type="bool", default=False),
+            follow=dict(type="bool", default=False),
         ),
         file_args=True,
     )

@@ -214,87 +214,15 @@ elapsed:
   type: float
 """
 
-import hashlib
-import json
-
 from ansible_collections.hocker.registry.plugins.module_utils._module import RegistryModule
-from ansible_collections.hocker.registry.plugins.module_utils._registry import nix
-from ansible_collections.hocker.registry.plugins.module_utils._registry.errors import (
-    DigestMismatch,
-    ManifestError,
-)
-
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-MAX_MANIFEST_FILE = 4 * 1024 * 1024
-
-
-def _read_manifest_file(path):
-    with open(path, "rb") as handle:
-        raw = handle.read(MAX_MANIFEST_FILE + 1)
-    if len(raw) > MAX_MANIFEST_FILE:
-        raise ManifestError("the manifest file %s is larger than 4 MiB" % path)
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except ValueError as exc:
-        raise ManifestError("the manifest file %s is not valid JSON: %s" % (path, exc))
-    if not isinstance(data, dict):
-        raise ManifestError("the manifest file %s does not hold a JSON object" % path)
-    if "manifests" in data:
-        raise ManifestError("the manifest file %s is an index (multi-platform); choosing a platform needs the "
-                            "registry: save the platform's image manifest instead, or leave out manifest"
-                            % path)
-    return raw, data
+from ansible_collections.hocker.registry.plugins.module_utils._registry.smalljobs import nix_job
 
 
 def make(rm):
-    params = rm.params
-    fmt = params["format"]
-    ref = rm.reference
-    if params.get("repo_tags") is not None and fmt != "fetchurl":
-        rm.warn("repo_tags is only used with format fetchurl")
-
-    if params.get("manifest"):
-        raw, data = _read_manifest_file(params["manifest"])
-        digest = "sha256:" + hashlib.sha256(raw).hexdigest()
-        if ref.digest and ref.digest != digest:
-            raise DigestMismatch("the manifest file %s has the digest %s, not %s as the image reference says"
-                                 % (params["manifest"], digest, ref.digest))
-        registry_url = ref.base_urls()[0]
-        rm.result.update(image=str(ref), digest=digest, manifest_digest=digest,
-                         config_digest=(data.get("config") or {}).get("digest"))
-        top_is_index = False
-        media_type = data.get("mediaType")
-    else:
-        resolved = rm.client.resolve(rm.wanted_platform(), check_config=not rm.check_mode)
-        rm.describe(resolved)
-        data = resolved.image.data
-        digest = resolved.manifest_digest
-        registry_url = rm.client.base_url
-        top_is_index = resolved.top.is_index
-        media_type = resolved.image.media_type
-
-    if fmt == "fetchdocker":
-        if media_type == OCI_MANIFEST:
-            rm.warn("the image manifest is OCI; hocker-config (run by fetchDockerConfig) asks registries for "
-                    "Docker schema 2 manifests only and may fail on it: format fetchurl does not have this limit")
-        if top_is_index:
-            rm.warn("the tag names a multi-platform index; fetchDockerConfig resolves the tag again at build "
-                    "time without choosing a platform, so its hash only matches if the registry serves the "
-                    "%s image to it: format fetchurl addresses everything by digest" % rm.result.get("platform"))
-        expression = nix.fetchdocker_expression(registry_url, ref.repository, ref.tag, data, name=params.get("name"))
-    else:
-        expression = nix.fetchurl_expression(
-            registry_url, ref.repository, ref.tag, data, manifest_digest=digest,
-            repo_tags=params.get("repo_tags"), name=params.get("name"), image=str(ref),
-            platform=rm.result.get("platform"))
-
-    rm.result["expression"] = expression
-    rm.result["format"] = fmt
-    rm.result["registry_url"] = registry_url
-    dest = params.get("dest")
-    if dest:
-        rm.result["dest"] = dest
-        rm.result["changed"] = rm.write_bytes(dest, expression.encode("utf-8"))
+    p = rm.params
+    result = nix_job(rm, fmt=p["format"], manifest=p.get("manifest"), dest=p.get("dest"), name=p.get("name"),
+                     repo_tags=p.get("repo_tags"), follow=p["follow"])
+    rm.finish_job(result, p.get("dest"))
 
 
 def main():
@@ -305,8 +233,10 @@ def main():
             dest=dict(type="path"),
             name=dict(type="str"),
             repo_tags=dict(type="list", elements="str"),
+            follow=dict(type="bool", default=False),
         ),
         file_args=True,
+        without_aliases=("name",),
     )
     rm.run(make)
 

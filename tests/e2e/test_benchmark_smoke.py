@@ -11,7 +11,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 IMAGES = ["(a) big", "(b) 40 layers", "(c) realistic"]
-IMAGE_CASES = ["hocker uncompressed", "hocker compressed", "hocker uncompressed, zlib",
+IMAGE_CASES = ["hocker uncompressed", "hocker compressed", "hocker uncompressed, job", "hocker uncompressed, zlib",
                "hocker uncompressed, not placed", "skopeo", "curl", "curl sequential", "ansible ad-hoc, uncompressed"]
 
 

@@ -22,7 +22,8 @@ import subprocess
 
 import pytest
 
-from ansible_collections.hocker.registry.plugins.module_utils._registry import archive as A
+from ansible_collections.hocker.registry.plugins.module_utils._registry import readback, tarwriter
+from ansible_collections.hocker.registry.plugins.module_utils._registry import manifest as mt
 from testbed.loaders import archive_image, ctr_import, synthetic_image
 
 BASE = [("bin", None), ("bin/sh", b"#!/bin/fake\n"), ("etc", None), ("etc/keep", b"keep\n"),
@@ -58,7 +59,7 @@ def write(tmp_path, img, mode, fmt, compression="none", repo_tags=(TAG,), imgs=N
     suffix = "" if fmt == "oci-dir" else (".tar.gz" if compression == "gzip" else ".tar")
     dest = str(tmp_path / ("%s-%s%s" % (fmt, mode, suffix)))
     source = imgs if imgs is not None else archive_image(img, mode)
-    result = A.write_archive(dest, source, format=fmt, layers=mode, repo_tags=list(repo_tags), origin=ORIGIN,
+    result = tarwriter.write_archive(dest, source, format=fmt, layers=mode, repo_tags=list(repo_tags), origin=ORIGIN,
                              compression=compression)
     return dest, result
 
@@ -187,7 +188,7 @@ def test_ctr_import_all_platforms(tmp_path, containerd, images):
     dest, result = write(tmp_path, None, "compressed", "oci-archive", imgs=imgs)
     loaded = ctr_import(dest, containerd, NS)
     assert [(i["name"], i["digest"], i["media_type"]) for i in loaded] == [
-        (TAG, result["index_digest"], A.OCI_INDEX)]
+        (TAG, result["index_digest"], mt.OCI_INDEX)]
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -242,4 +243,10 @@ def test_oci_image_tool_validates_all_platforms(tmp_path, images):
     proc = oci_image_tool(dest, "v1")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert re.search(r"reference \[name=v1\]: OK", proc.stdout)
-    assert A.read_origin(dest) == ORIGIN
+    assert without_members(readback.read_origin(dest)) == ORIGIN
+
+
+def without_members(record):
+    """The origin record as given to the writer (the writer adds the member list it checks outputs with)."""
+    assert isinstance(record.get("members"), list) and record["members"]
+    return dict((k, v) for k, v in record.items() if k != "members")

@@ -49,14 +49,16 @@ def token_reg(private_token):
 
 
 class Home:
-    """An isolated user environment for one module run: HOME, XDG dirs, PATH with fake helpers, certs.d."""
+    """An isolated user environment for one module run: HOME, XDG dirs, PATH with fake helpers, the user's
+    certs.d."""
 
     def __init__(self, root):
         self.root = root
         self.home = root / "home"
         self.bin = root / "bin"
         self.run = root / "run"
-        self.certs_d = root / "certs.d"
+        # the per-user certs.d root every run consults (~/.config/containers/certs.d)
+        self.certs_d = self.home / ".config" / "containers" / "certs.d"
         for d in (self.home, self.bin, self.run, self.certs_d):
             d.mkdir(parents=True, exist_ok=True)
         self.extra = {}
@@ -69,7 +71,6 @@ class Home:
             "REGISTRY_AUTH_FILE": "",
             "XDG_CONFIG_HOME": "",
             "XDG_RUNTIME_DIR": str(self.run),
-            "HOCKER_CERTS_D": str(self.certs_d),
             "PATH": str(self.bin) + os.pathsep + os.environ.get("PATH", "/usr/bin:/bin"),
         }
         env.update(self.extra)

@@ -1,15 +1,17 @@
-"""Unit tests for archives laid out before their layers exist (``archive.open_placed``).
+"""Unit tests for archives laid out before their layers exist (``placed.open_placed``).
 
-The reference for every placed archive is ``archive.write_archive`` with the real layer files: the placed
+The reference for every placed archive is ``tarwriter.write_archive`` with the real layer files: the placed
 archive must be byte for byte the same, whatever the guessed sizes were and however the layers arrived.
 """
+import json
 import os
 import random
 import threading
 
 import pytest
 
-from ansible_collections.hocker.registry.plugins.module_utils._registry import archive as A
+from ansible_collections.hocker.registry.plugins.module_utils._registry import jsonutil, layout, tarwriter
+from ansible_collections.hocker.registry.plugins.module_utils._registry import placed as placing
 from testbed.loaders import archive_image, synthetic_image
 
 BASE = [("bin", None), ("bin/sh", b"#!/bin/fake\n"), ("etc", None), ("etc/os-release", b"ID=test\n" * 50)]
@@ -68,7 +70,7 @@ def placed_input(img, mode, sizes=None):
 
 def reference(tmp_path, imgs, mode, fmt):
     dest = str(tmp_path / "reference.tar")
-    result = A.write_archive(dest, [archive_image(i, mode) for i in imgs], format=fmt, layers=mode,
+    result = tarwriter.write_archive(dest, [archive_image(i, mode) for i in imgs], format=fmt, layers=mode,
                              repo_tags=REPO_TAGS if len(imgs) == 1 else (), name="example.com/app:v1",
                              origin=ORIGIN)
     with open(dest, "rb") as f:
@@ -81,7 +83,7 @@ def open_placed(tmp_path, imgs, mode, fmt, sizes=None, workdir=None):
     workdir = workdir or tmp_path / "work"
     workdir.mkdir(exist_ok=True)
     dest = str(tmp_path / "placed.tar")
-    placed = A.open_placed(dest, [placed_input(i, mode, sizes) for i in imgs], format=fmt, layers=mode,
+    placed = placing.open_placed(dest, [placed_input(i, mode, sizes) for i in imgs], format=fmt, layers=mode,
                            repo_tags=REPO_TAGS if len(imgs) == 1 else (), name="example.com/app:v1",
                            origin=ORIGIN, workdir=str(workdir))
     return dest, placed, workdir
@@ -118,7 +120,7 @@ def assert_same_as_reference(dest, result, ref, rewritten, workdir):
 def test_placed_is_byte_identical(tmp_path, images, media, mode, fmt, chunk):
     img = images[media]
     ref = reference(tmp_path, [img], mode, fmt)
-    assert A.can_place(placed_input(img, mode), fmt, mode) is True
+    assert placing.can_place(placed_input(img, mode), fmt, mode) is True
     dest, placed, workdir = open_placed(tmp_path, [img], mode, fmt)
     # the layout exists before any layer: same size as the finished archive
     assert os.path.getsize(dest) == len(ref[0])
@@ -345,7 +347,7 @@ def test_finish_with_a_missing_layer(tmp_path, images, mode, fmt, how):
         write_layer(placed, key, data)
     if how == "not-closed":
         placed.writer(missing_key).write(missing_data)
-    with pytest.raises(A.ArchiveError) as err:
+    with pytest.raises(layout.ArchiveError) as err:
         placed.finish()
     assert missing_key.split(":")[1] in str(err.value)
     placed.abort()
@@ -357,9 +359,9 @@ def test_unknown_key_is_refused(tmp_path, images):
     img = images["oci"]
     dest, placed, _workdir = open_placed(tmp_path, [img], "uncompressed", "docker-archive")
     try:
-        with pytest.raises(A.ArchiveError):
+        with pytest.raises(layout.ArchiveError):
             placed.writer("sha256:" + "0" * 64)
-        with pytest.raises(A.ArchiveError):
+        with pytest.raises(layout.ArchiveError):
             placed.writer(img["layers"][0]["digest"])        # a blob digest where diff_ids name the files
     finally:
         placed.abort()
@@ -378,7 +380,7 @@ def test_compressed_blob_of_the_wrong_length_is_an_error(tmp_path, images, fmt, 
     key = img["layers"][1]["digest"]
     for k, d in items.items():
         write_layer(placed, k, d + b"\0" if (k == key and delta > 0) else (d[:-1] if k == key else d))
-    with pytest.raises(A.ArchiveError):
+    with pytest.raises(layout.ArchiveError):
         placed.finish()
     placed.abort()
     assert not os.path.exists(dest)
@@ -391,33 +393,33 @@ def test_can_place(images):
     oci_u = placed_input(images["oci"], "uncompressed")
     docker_u = placed_input(images["docker"], "uncompressed")
     # the layout of these cannot be known before the layers exist
-    assert A.can_place(oci_u, "oci-dir", "uncompressed") is False
-    assert A.can_place(oci_c, "oci-dir", "compressed") is False
-    assert A.can_place(oci_u, "docker-archive", "uncompressed", "gzip") is False
-    assert A.can_place(oci_u, "oci-archive", "uncompressed", "gzip") is False
-    assert A.can_place(docker_c, "oci-archive", "compressed") is False
-    assert A.can_place([oci_c, docker_c], "oci-archive", "compressed") is False
+    assert placing.can_place(oci_u, "oci-dir", "uncompressed") is False
+    assert placing.can_place(oci_c, "oci-dir", "compressed") is False
+    assert placing.can_place(oci_u, "docker-archive", "uncompressed", "gzip") is False
+    assert placing.can_place(oci_u, "oci-archive", "uncompressed", "gzip") is False
+    assert placing.can_place(docker_c, "oci-archive", "compressed") is False
+    assert placing.can_place([oci_c, docker_c], "oci-archive", "compressed") is False
     # these can
-    assert A.can_place(docker_c, "docker-archive", "compressed") is True
-    assert A.can_place(oci_c, "oci-archive", "compressed") is True
-    assert A.can_place(oci_c, "docker-archive", "compressed") is True
-    assert A.can_place(docker_u, "oci-archive", "uncompressed") is True
-    assert A.can_place(docker_u, "docker-archive", "uncompressed", "none") is True
-    assert A.can_place([oci_u, placed_input(images["arm64"], "uncompressed")], "oci-archive", "uncompressed") is True
+    assert placing.can_place(docker_c, "docker-archive", "compressed") is True
+    assert placing.can_place(oci_c, "oci-archive", "compressed") is True
+    assert placing.can_place(oci_c, "docker-archive", "compressed") is True
+    assert placing.can_place(docker_u, "oci-archive", "uncompressed") is True
+    assert placing.can_place(docker_u, "docker-archive", "uncompressed", "none") is True
+    assert placing.can_place([oci_u, placed_input(images["arm64"], "uncompressed")], "oci-archive", "uncompressed") is True
 
 
 def test_open_placed_refuses_what_it_cannot_lay_out(tmp_path, images):
     for img, mode, fmt in ((images["docker"], "compressed", "oci-archive"),
                            (images["oci"], "uncompressed", "oci-dir")):
-        with pytest.raises(A.ArchiveError):
-            A.open_placed(str(tmp_path / "x.tar"), placed_input(img, mode), format=fmt, layers=mode,
+        with pytest.raises(layout.ArchiveError):
+            placing.open_placed(str(tmp_path / "x.tar"), placed_input(img, mode), format=fmt, layers=mode,
                           workdir=str(tmp_path))
     # uncompressed layers need a (guessed) size
     unsized = placed_input(images["oci"], "uncompressed")
     for layer in unsized["layers"]:
         layer.pop("uncompressed_size")
-    with pytest.raises(A.ArchiveError):
-        A.open_placed(str(tmp_path / "x.tar"), unsized, format="docker-archive", layers="uncompressed",
+    with pytest.raises(layout.ArchiveError):
+        placing.open_placed(str(tmp_path / "x.tar"), unsized, format="docker-archive", layers="uncompressed",
                       workdir=str(tmp_path))
     assert sorted(os.listdir(str(tmp_path))) == []
 
@@ -434,7 +436,7 @@ def test_finish_refuses_a_layer_abandoned_without_a_new_writer(tmp_path, images,
     sink = placed.writer(last_key)
     sink.write(last_data[:10])
     sink.abandon()
-    with pytest.raises(A.ArchiveError) as err:
+    with pytest.raises(layout.ArchiveError) as err:
         placed.finish()
     assert last_key.split(":")[1] in str(err.value)
     placed.abort()
@@ -448,11 +450,11 @@ def test_sizes_no_file_can_hold_are_an_archive_error(tmp_path, images, size):
     img = images["oci"]
     spec = placed_input(img, "compressed")
     spec["layers"][0]["size"] = size
-    manifest = A.json.loads(spec["manifest"].decode())
+    manifest = json.loads(spec["manifest"].decode())
     manifest["layers"][0]["size"] = size
-    spec["manifest"] = A._json(manifest)
+    spec["manifest"] = jsonutil.dumps(manifest)
     del spec["manifest_digest"]
     dest = str(tmp_path / "placed.tar")
-    with pytest.raises(A.ArchiveError):
-        A.open_placed(dest, [spec], format="oci-archive", layers="compressed", workdir=str(tmp_path))
+    with pytest.raises(layout.ArchiveError):
+        placing.open_placed(dest, [spec], format="oci-archive", layers="compressed", workdir=str(tmp_path))
     assert not os.path.exists(dest)

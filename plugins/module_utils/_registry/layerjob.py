@@ -1,0 +1,227 @@
+# -*- coding: utf-8 -*-
+# Copyright: hocker.registry contributors
+# Apache License 2.0 (see LICENSE)
+"""The single-layer job behind ``docker_registry_layer``.
+
+PRIVATE to the hocker.registry collection: may change at any time.
+
+A ``dest`` that already holds the layer is proven by hashing it; when it was given by digest, or when the
+record kept on ``dest`` (``destination.write_record``) names the manifest the reference still resolves to
+(one HEAD request; none for a digest reference), nothing else is asked of the registry. Otherwise the
+layer is resolved (manifests and configs from the blob store by digest where it has them) and written
+through the blob store (copied or decompressed from it) or downloaded beside ``dest`` into a resumable
+``.<name>.part`` file.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+from ansible_collections.hocker.registry.plugins.module_utils._registry import digest as digests
+from ansible_collections.hocker.registry.plugins.module_utils._registry.compression import DecompressionError
+from ansible_collections.hocker.registry.plugins.module_utils._registry import jsonutil
+from ansible_collections.hocker.registry.plugins.module_utils._registry.destination import (
+    check_dest, install, known_output, remember_output, safe_write)
+from ansible_collections.hocker.registry.plugins.module_utils._registry.download import download, fetch_to_store
+from ansible_collections.hocker.registry.plugins.module_utils._registry.errors import DigestMismatch, NotFound
+from ansible_collections.hocker.registry.plugins.module_utils._registry.manifest import config_diff_ids
+from ansible_collections.hocker.registry.plugins.module_utils._registry.sinks import (
+    DEFAULT_INFLATION_RATIO, InflateBounds, RewoundFile, Unpacker, decompress_stream)
+
+RECORD_VERSION = 1
+_RESULT_KEYS = ("digest", "manifest_digest", "config_digest", "platform", "layer_digest", "diff_id", "size",
+                "media_type")
+
+
+@dataclass
+class LayerRequest:
+    dest: str
+    layer: Optional[str] = None
+    index: Optional[int] = None
+    decompress: bool = False
+    force: bool = False
+    follow: bool = False
+    check_mode: bool = False
+    inflater: str = "auto"
+    max_inflation_ratio: int = DEFAULT_INFLATION_RATIO
+
+
+def layer_position(layers, digest, index, image):
+    """The position of the wanted layer in a manifest's layer list."""
+    if digest is not None:
+        for position, descriptor in enumerate(layers):
+            if descriptor.get("digest") == digest:
+                return position
+        raise NotFound("%s has no layer %s (it has %d layers)" % (image, digest, len(layers)))
+    if not -len(layers) <= index < len(layers):
+        raise NotFound("%s has %d layers; index %d is out of range" % (image, len(layers), index))
+    return index % len(layers)
+
+
+class LayerJob:
+    """One run of docker_registry_layer (see the module docstring)."""
+
+    def __init__(self, client_factory, reference, store, request, options, warn=None):
+        self.client_factory = client_factory
+        self.reference = reference
+        self.store = store
+        self.request = request
+        self.options = options
+        self.warn = warn or (lambda message: None)
+        self.wanted = digests.parse_user_digest(request.layer, "layer") if request.layer is not None else None
+        self.result = {"dest": request.dest, "resumed": False, "changed": False}
+        self._client = None
+
+    @property
+    def client(self):
+        if self._client is None:
+            self._client = self.client_factory()
+        return self._client
+
+    def _request_key(self):
+        req = self.request
+        return {"platform": str(self.options.wanted_platform()), "layer": self.wanted, "index": req.index,
+                "decompress": req.decompress}
+
+    def run(self):
+        req = self.request
+        target = check_dest(req.dest, "file", req.follow)
+        current = digests.file_digest(target)
+        if not req.force and current is not None and self._known_locally(target, current):
+            return self.result
+        resolved, descriptor, diff_id = self._select()
+        want = diff_id if req.decompress else descriptor["digest"]
+        self.result["diff"] = {"before": {"dest": req.dest, "digest": current},
+                               "after": {"dest": req.dest, "digest": want}}
+        if current != want or req.force:
+            if req.check_mode:
+                self.result["changed"] = True
+                return self.result
+            self._place(target, descriptor, diff_id)
+            self.result["changed"] = True
+        if not req.check_mode:
+            remember_output(target, self.reference, self._request_key(), resolved.digest,
+                            dict((k, self.result.get(k)) for k in _RESULT_KEYS), RECORD_VERSION)
+        return self.result
+
+    def _current_top(self):
+        if self.options.offline:
+            return None
+        head = self.client.head_manifest()
+        return head[0] if head else None
+
+    # ---------------------------------------------------------------- without the registry
+    def _known_locally(self, target, current):
+        """True when ``dest`` provably holds the layer: its record names what the reference resolves to now,
+        or it was asked for by digest (and is not decompressed) and hashes to it."""
+        record = known_output(target, self.reference, self._request_key(), self._current_top, RECORD_VERSION)
+        if record is not None:
+            self.result.update(dict((k, v) for k, v in jsonutil.get_dict(record, "result").items() if k in _RESULT_KEYS))
+            self.result["image"] = str(self.reference)
+            return True
+        if self.wanted is not None and not self.request.decompress and current == self.wanted:
+            self.result.update(image=str(self.reference), layer_digest=self.wanted, size=os.path.getsize(target))
+            return True
+        return False
+
+    # ---------------------------------------------------------------- from the registry (or the store)
+    def _select(self):
+        req = self.request
+        client = self.client
+        resolved = client.resolve(self.options.wanted_platform(), check_config=not req.check_mode)
+        layers = resolved.image.layers
+        if not layers:
+            raise NotFound("%s has no layers" % self.reference)
+        position = layer_position(layers, self.wanted, req.index, self.reference)
+        descriptor = layers[position]
+        diff_id = None
+        if req.decompress or not req.check_mode:
+            # the diff_id lives only in the config; check mode fetches it only when it must compare against it
+            diff_ids = config_diff_ids(client.get_config(resolved), len(layers), "the config of %s" % self.reference)
+            diff_id = diff_ids[position]
+        self.result.update(image=str(self.reference), digest=resolved.digest, manifest_digest=resolved.manifest_digest,
+                           config_digest=resolved.config_digest, platform=resolved.platform,
+                           layer_digest=descriptor.get("digest"), diff_id=diff_id, size=descriptor.get("size"),
+                           media_type=descriptor.get("mediaType"))
+        return resolved, descriptor, diff_id
+
+    def _bounds(self, descriptor, target):
+        return InflateBounds("layer %s" % descriptor["digest"], descriptor.get("size"),
+                             self.request.max_inflation_ratio, os.path.dirname(os.path.abspath(target)))
+
+    def _place(self, target, descriptor, diff_id):
+        if self.store is not None:
+            self._from_store(target, descriptor, diff_id)
+        elif self.request.decompress:
+            self._download_unpacked(target, descriptor, diff_id)
+        else:
+            partial = _beside(target, "part")
+            self.result["resumed"] = download(self.client, descriptor, partial).resumed
+            install(partial, target)
+
+    def _download_unpacked(self, target, descriptor, diff_id):
+        """One pass: the blob goes to the resumable .part file while its tar goes to a fixed-name temp file
+        that becomes ``dest`` (a killed run leaves nothing the next run does not replace)."""
+        partial = _beside(target, "part")
+        unpacking = _beside(target, "unpacking")
+        try:
+            fd = os.open(unpacking, os.O_RDWR | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o600)
+            with os.fdopen(fd, "w+b") as handle:
+                def sink_factory():
+                    return Unpacker(RewoundFile(handle), descriptor["digest"], bounds=self._bounds(descriptor, target),
+                                    inflater=self.request.inflater)
+                result = download(self.client, descriptor, partial, sink_factory, sync=False)
+                if result.sink_result.diff_id != diff_id:
+                    raise DigestMismatch("uncompressed layer does not match its diff_id: expected %s, got %s"
+                                         % (diff_id, result.sink_result.diff_id))
+                handle.flush()
+                os.fsync(handle.fileno())
+            self.result["resumed"] = result.resumed
+            install(unpacking, target)
+        except (DigestMismatch, DecompressionError):
+            _remove(partial)   # a verified blob whose content is wrong: nothing to resume from
+            raise
+        finally:
+            _remove(unpacking)
+        _remove(partial)
+
+    def _from_store(self, target, descriptor, diff_id):
+        """Fetch the blob into the store (unless it is there) and copy or decompress it to ``dest``, verified
+        on the way (a blob that rotted in the store is dropped and downloaded once more)."""
+        store = self.store
+        digest = descriptor["digest"]
+        for attempt in (1, 2):
+            source, result = fetch_to_store(self.client, store, descriptor)
+            if result is not None:
+                self.result["resumed"] = result.resumed
+            expected = diff_id if self.request.decompress else None
+            kind = "auto" if self.request.decompress else "none"
+            bounds = self._bounds(descriptor, target) if self.request.decompress else None
+            try:
+                safe_write(target, lambda handle: decompress_stream(
+                    source, handle, kind=kind, expected_digest=digest, expected_diff_id=expected,
+                    inflater=self.request.inflater, bounds=bounds))
+                return
+            except DigestMismatch:
+                store.remove_blob(digest)
+                if attempt == 2 or result is not None:
+                    raise
+
+
+def _beside(target, suffix):
+    directory, name = os.path.split(os.path.abspath(target))
+    return os.path.join(directory, ".%s.%s" % (name, suffix))
+
+
+def _remove(path):
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+__all__ = ["LayerJob", "LayerRequest", "layer_position"]
