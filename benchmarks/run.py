@@ -173,7 +173,7 @@ def run_job(args, placement="auto", inflater="auto"):
         result = {"failed": True, "raw": out}
     if proc.returncode != 0 or result.get("failed"):
         raise RuntimeError("image job failed (rc %d): %s\n%s" % (proc.returncode, out[-3000:],
-                                                                  proc.stderr.decode(errors="replace")[-3000:]))
+                                                                 proc.stderr.decode(errors="replace")[-3000:]))
     return Run(seconds, rss, proc.returncode, result, cpu)
 
 

@@ -1,5 +1,8 @@
 """Shared pytest set-up: make the collection importable as ansible_collections.hocker.registry and the
-test bed importable as ``testbed``."""
+test bed importable as ``testbed``.
+
+``testbed.fixtures`` imports the real registries (bcrypt, PyJWT, cryptography) only inside the fixtures that
+start one, so that the unit tests run with tests/unit/requirements.txt alone."""
 import os
 import sys
 

@@ -13,7 +13,6 @@ __metaclass__ = type
 
 import gc
 import os
-import re
 import stat
 import time
 
@@ -22,42 +21,22 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.hocker.registry.plugins.module_utils._registry import destination
 from ansible_collections.hocker.registry.plugins.module_utils._registry.errors import MissingLibrary, RegistryError
 from ansible_collections.hocker.registry.plugins.module_utils._registry.options import (
-    ClientOptions, build_client, open_store)
-
-_USERINFO_RE = re.compile(r"^((?:[A-Za-z][A-Za-z0-9+.-]*://)?)([^/@]*)@(?=[^/]*(?:/|$))")
-MASK = "<credentials removed>"
+    MASK, ClientOptions, build_client, mask_credentials, open_store)
 
 
-def url_without_credentials(value):
-    """A registry URL with any ``user:password@`` replaced by a marker, so that a password typed into it is
-    never echoed (the option type runs before Ansible prints its arguments); the marker makes the adapter
-    refuse the value with a clear message."""
-    if value is None:
-        return None
-    text = str(value)
-    return _USERINFO_RE.sub(lambda m: m.group(1) + MASK + "@", text, count=1)
+class _AnsibleModule(AnsibleModule):
+    """An AnsibleModule whose raw parameters lose any ``user:password@`` typed into a registry URL or an image
+    before anything (validation errors, the ``invocation`` echoed at -vvv) can show them."""
 
-
-def image_without_credentials(value):
-    """An image reference with ``user:password@`` (typed before a registry host) masked, as above. A
-    digest (``name@sha256:...``) is left alone: what follows its ``@`` holds no ``/``."""
-    if value is None:
-        return None
-    text = str(value)
-    head, sep, tail = text.partition("@")
-    if sep and "/" in tail:
-        return url_without_credentials(text) if "://" in text else MASK + "@" + tail
-    return text
-
-
-def mirrors_without_credentials(value):
-    return url_without_credentials(value)
+    def _load_params(self):
+        super(_AnsibleModule, self)._load_params()
+        mask_credentials(self.params)
 
 
 # Argument spec groups, each matching a part of the doc fragment hocker.registry._registry.
 IMAGE_ARGS = dict(
-    image=dict(type=image_without_credentials, required=True, aliases=["name"]),
-    registry=dict(type=url_without_credentials),
+    image=dict(type="str", required=True, aliases=["name"]),
+    registry=dict(type="str"),
     tag=dict(type="str"),
     platform=dict(type="str"),
 )
@@ -74,7 +53,7 @@ CONNECTION_ARGS = dict(
     client_key=dict(type="path", no_log=False),
     timeout=dict(type="int", default=60),
     retries=dict(type="int", default=3),
-    registry_mirrors=dict(type="list", elements=mirrors_without_credentials),
+    registry_mirrors=dict(type="list", elements="str"),
 )
 CACHE_ARGS = dict(
     cache_dir=dict(type="path"),
@@ -106,7 +85,7 @@ class RegistryModule:
                  required_if=None, required_one_of=None, without_aliases=(), keep_results=()):
         spec = common_argument_spec(without_aliases)
         spec.update(argument_spec or {})
-        self.module = AnsibleModule(
+        self.module = _AnsibleModule(
             argument_spec=spec,
             supports_check_mode=supports_check_mode,
             add_file_common_args=file_args,

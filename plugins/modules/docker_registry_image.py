@@ -24,8 +24,10 @@ author:
   - hocker.registry developers (@hocker-registry)
 extends_documentation_fragment:
   - hocker.registry._registry
+  - hocker.registry._registry.image
   - hocker.registry._registry.attributes
   - hocker.registry._registry.actiongroup
+  - hocker.registry._registry.dest
   - ansible.builtin.files
 attributes:
   check_mode:
@@ -97,13 +99,6 @@ options:
         result then says what was wrong in RV(repaired).
     type: bool
     default: false
-  follow:
-    description:
-      - When O(dest) is a symlink, write its target. Without it a symlink at O(dest) is refused, as is any
-        O(dest) that exists and is not a regular file (a directory for O(format=oci-dir)): nothing is ever
-        written through a device, fifo or socket.
-    type: bool
-    default: false
   max_inflation_ratio:
     description:
       - Stop a layer that inflates to more than this many times its compressed size, once it is past 1 GiB
@@ -125,7 +120,7 @@ notes:
     M(ansible.builtin.file) with C(recurse) does - files get O(mode); directories get it plus the execute
     bits wherever it gives read.
   - A repository named the same way with the same options (C(repo:tag) and C(repo:tag@sha256:...) for the
-    same digest) is the same image: an archive made from one is up to date for the other.
+    same digest) is the same image; an archive made from one is up to date for the other.
   - When the Python library C(isal) is installed on the managed host, gzip layers are inflated with it (about
     twice as fast as zlib); the output is the same.
 seealso:

@@ -27,8 +27,10 @@ author:
   - hocker.registry developers (@hocker-registry)
 extends_documentation_fragment:
   - hocker.registry._registry
+  - hocker.registry._registry.image
   - hocker.registry._registry.attributes
   - hocker.registry._registry.actiongroup
+  - hocker.registry._registry.dest
   - ansible.builtin.files
 attributes:
   check_mode:
@@ -70,12 +72,6 @@ options:
   force:
     description:
       - Download and write the layer even when O(dest) already holds it.
-    type: bool
-    default: false
-  follow:
-    description:
-      - When O(dest) is a symlink, write its target. Without it a symlink at O(dest) is refused, as is any
-        O(dest) that exists and is not a regular file.
     type: bool
     default: false
   max_inflation_ratio:

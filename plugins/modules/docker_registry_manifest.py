@@ -21,8 +21,10 @@ author:
   - hocker.registry developers (@hocker-registry)
 extends_documentation_fragment:
   - hocker.registry._registry
+  - hocker.registry._registry.image
   - hocker.registry._registry.attributes
   - hocker.registry._registry.actiongroup
+  - hocker.registry._registry.dest
   - ansible.builtin.files
 attributes:
   check_mode:

@@ -35,6 +35,7 @@ extends_documentation_fragment:
   - hocker.registry._registry
   - hocker.registry._registry.attributes
   - hocker.registry._registry.actiongroup
+  - hocker.registry._registry.dest
   - ansible.builtin.files
 attributes:
   check_mode:
@@ -46,6 +47,14 @@ attributes:
   idempotent:
     support: full
 options:
+  image:
+    description:
+      - The image reference the way docker names images, for example V(library/debian:12),
+        V(ghcr.io/owner/app:1.2), V(localhost:5000/foo) or V(name@sha256:<hex>), parsed as for the other
+        modules of the collection (see M(hocker.registry.docker_registry_manifest)).
+      - Unlike the other modules, V(name) is not an alias of it here - O(name) names the derivation.
+    type: str
+    required: true
   format:
     description:
       - V(fetchdocker) is hocker-compatible output for nixpkgs' C(fetchdocker) (attributes C(name),

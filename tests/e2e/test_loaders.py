@@ -60,7 +60,7 @@ def write(tmp_path, img, mode, fmt, compression="none", repo_tags=(TAG,), imgs=N
     dest = str(tmp_path / ("%s-%s%s" % (fmt, mode, suffix)))
     source = imgs if imgs is not None else archive_image(img, mode)
     result = tarwriter.write_archive(dest, source, format=fmt, layers=mode, repo_tags=list(repo_tags), origin=ORIGIN,
-                             compression=compression)
+                                     compression=compression)
     return dest, result
 
 

@@ -14,11 +14,15 @@ import os
 
 import pytest
 
-from testbed.registry import Registry
+
+def _registry(*args, **kwargs):
+    # imported here: loading these fixtures must not need the registries' libraries (unit tests run without)
+    from testbed.registry import Registry
+    return Registry(*args, **kwargs)
 
 
 def _session_registry(tmp_path_factory, mode):
-    reg = Registry(mode, workdir=str(tmp_path_factory.mktemp("registry-" + mode)))
+    reg = _registry(mode, workdir=str(tmp_path_factory.mktemp("registry-" + mode)))
     reg.start()
     return reg
 
@@ -61,7 +65,7 @@ def fresh_registry(tmp_path):
 
     def make(mode="anonymous", **kwargs):
         workdir = kwargs.pop("workdir", None) or str(tmp_path / ("registry-%s-%d" % (mode, len(started))))
-        reg = Registry(mode, workdir=workdir, **kwargs)
+        reg = _registry(mode, workdir=workdir, **kwargs)
         started.append(reg)
         return reg.start()
 

@@ -15,6 +15,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
+import re
 from dataclasses import dataclass, field, fields
 from typing import Optional, Tuple
 
@@ -29,6 +30,41 @@ from ansible_collections.hocker.registry.plugins.module_utils._registry.store im
 TIMEOUT_RANGE = (1, 3600)
 RETRIES_RANGE = (0, 100)
 PATH_OPTIONS = ("docker_config", "ca_path", "client_cert", "client_key", "cache_dir")
+
+
+_USERINFO_RE = re.compile(r"^((?:[A-Za-z][A-Za-z0-9+.-]*://)?)([^/@]*)@(?=[^/]*(?:/|$))")
+MASK = "<credentials removed>"
+
+
+def url_without_credentials(value):
+    """A registry URL with any ``user:password@`` replaced by a marker, so that a password typed into it is
+    never echoed; the marker makes the adapter refuse the value with a clear message."""
+    if not isinstance(value, str):
+        return value
+    return _USERINFO_RE.sub(lambda m: m.group(1) + MASK + "@", value, count=1)
+
+
+def image_without_credentials(value):
+    """An image reference with ``user:password@`` (typed before a registry host) masked, as above. A digest
+    (``name@sha256:...``) is left alone: what follows its ``@`` holds no ``/``."""
+    if not isinstance(value, str):
+        return value
+    _head, sep, tail = value.partition("@")
+    if sep and "/" in tail:
+        return url_without_credentials(value) if "://" in value else MASK + "@" + tail
+    return value
+
+
+def mask_credentials(params):
+    """Mask credentials typed into the URL-like options of a raw parameter mapping, in place."""
+    for name in ("image", "name"):
+        if name in params:
+            params[name] = image_without_credentials(params[name])
+    if "registry" in params:
+        params["registry"] = url_without_credentials(params["registry"])
+    if isinstance(params.get("registry_mirrors"), list):
+        params["registry_mirrors"] = [url_without_credentials(m) for m in params["registry_mirrors"]]
+    return params
 
 
 def _int_in_range(name, value, bounds):

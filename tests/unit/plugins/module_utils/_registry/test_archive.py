@@ -54,7 +54,7 @@ def write(tmp_path, img, mode, fmt="docker-archive", filename="out.tar", **kw):
     kw.setdefault("repo_tags", ["app:v1"])
     kw.setdefault("origin", ORIGIN)
     result = tarwriter.write_archive(dest, archive_image(img, mode) if isinstance(img, dict) and "diff_ids" in img
-                             else img, format=fmt, layers=mode, **kw)
+                                     else img, format=fmt, layers=mode, **kw)
     return dest, result
 
 

@@ -71,8 +71,8 @@ def placed_input(img, mode, sizes=None):
 def reference(tmp_path, imgs, mode, fmt):
     dest = str(tmp_path / "reference.tar")
     result = tarwriter.write_archive(dest, [archive_image(i, mode) for i in imgs], format=fmt, layers=mode,
-                             repo_tags=REPO_TAGS if len(imgs) == 1 else (), name="example.com/app:v1",
-                             origin=ORIGIN)
+                                     repo_tags=REPO_TAGS if len(imgs) == 1 else (), name="example.com/app:v1",
+                                     origin=ORIGIN)
     with open(dest, "rb") as f:
         data = f.read()
     os.unlink(dest)
@@ -84,8 +84,8 @@ def open_placed(tmp_path, imgs, mode, fmt, sizes=None, workdir=None):
     workdir.mkdir(exist_ok=True)
     dest = str(tmp_path / "placed.tar")
     placed = placing.open_placed(dest, [placed_input(i, mode, sizes) for i in imgs], format=fmt, layers=mode,
-                           repo_tags=REPO_TAGS if len(imgs) == 1 else (), name="example.com/app:v1",
-                           origin=ORIGIN, workdir=str(workdir))
+                                 repo_tags=REPO_TAGS if len(imgs) == 1 else (), name="example.com/app:v1",
+                                 origin=ORIGIN, workdir=str(workdir))
     return dest, placed, workdir
 
 
@@ -413,14 +413,14 @@ def test_open_placed_refuses_what_it_cannot_lay_out(tmp_path, images):
                            (images["oci"], "uncompressed", "oci-dir")):
         with pytest.raises(layout.ArchiveError):
             placing.open_placed(str(tmp_path / "x.tar"), placed_input(img, mode), format=fmt, layers=mode,
-                          workdir=str(tmp_path))
+                                workdir=str(tmp_path))
     # uncompressed layers need a (guessed) size
     unsized = placed_input(images["oci"], "uncompressed")
     for layer in unsized["layers"]:
         layer.pop("uncompressed_size")
     with pytest.raises(layout.ArchiveError):
         placing.open_placed(str(tmp_path / "x.tar"), unsized, format="docker-archive", layers="uncompressed",
-                      workdir=str(tmp_path))
+                            workdir=str(tmp_path))
     assert sorted(os.listdir(str(tmp_path))) == []
 
 
