@@ -589,8 +589,8 @@ class Schema1:
         if len(sizes) != len(layers) or not all(_is_int(s) and s >= 0 for s in sizes):
             raise ManifestError("the schema 1 manifest %s needs one size per layer (%d)" % (self.digest, len(layers)))
         config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
-        parts = ['{"mediaType":%s,"size":%d,"digest":%s}' % (_go_string(SCHEMA2_LAYER), size, _go_string(layer["digest"]))
-                 for layer, size in zip(layers, sizes)]
+        parts = ['{"mediaType":%s,"size":%d,"digest":%s}'
+                 % (_go_string(SCHEMA2_LAYER), size, _go_string(layer["digest"])) for layer, size in zip(layers, sizes)]
         text = ('{"schemaVersion":2,"mediaType":%s,"config":{"mediaType":%s,"size":%d,"digest":%s},"layers":%s}'
                 % (_go_string(SCHEMA2_MANIFEST), _go_string(SCHEMA2_CONFIG), len(config), _go_string(config_digest),
                    ("[" + ",".join(parts) + "]") if parts else "null"))

@@ -456,7 +456,8 @@ def test_issue14_shapes(registry_anonymous, seeded):
     assert fallback["mediaType"] == OCI_INDEX and fallback["manifests"] == ref.extra["referrers"]
     assert [d["artifactType"] for d in fallback["manifests"]] == [builder.COSIGN_SIG, "application/spdx+json"]
     for d in fallback["manifests"]:
-        assert ref.artifacts[d["digest"]]["subject"] == ref.digest == json.loads(ref.manifests[d["digest"]])["subject"]["digest"]
+        manifest = json.loads(ref.manifests[d["digest"]])
+        assert ref.artifacts[d["digest"]]["subject"] == ref.digest == manifest["subject"]["digest"]
         assert d["annotations"] == json.loads(ref.manifests[d["digest"]])["annotations"]
 
 
@@ -470,7 +471,8 @@ def test_issue14_registry_behaviour(registry_anonymous, seeded):
     one = get_manifest(s, reg.url, info.repository, "v1")
     two = get_manifest(s, reg.url, info.repository, info.digest)
     assert one.content != two.content != info.raw   # re-signed by the registry on every GET
-    assert builder.schema1_payload(one.content) == builder.schema1_payload(two.content) == info.extra["payload"].encode()
+    payload = info.extra["payload"].encode()
+    assert builder.schema1_payload(one.content) == builder.schema1_payload(two.content) == payload
     assert builder.verify_schema1_signatures(one.content) != builder.verify_schema1_signatures(info.raw)
     # no referrers API: the tag schema fallback is how referrers are found
     ref = infos["referrers"]
@@ -527,7 +529,8 @@ def test_issue14_seed_twice_same_bytes(fresh_registry):
     for kind in NEW_KINDS:
         (a, ea), (b, eb) = first[kind], builder.build_kind(kind)
         assert a.digest == b.digest and a.manifest_raw == b.manifest_raw, kind   # schema 1 signing is RFC 6979
-        assert builder.image_info(kind, "r", ["v1"], a, ea).configs == builder.image_info(kind, "r", ["v1"], b, eb).configs
+        configs = [builder.image_info(kind, "r", ["v1"], x, e).configs for x, e in ((a, ea), (b, eb))]
+        assert configs[0] == configs[1], kind
 
 
 def test_cli_seeds_issue14_kinds(tmp_path):

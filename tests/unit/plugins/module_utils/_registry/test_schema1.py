@@ -317,8 +317,8 @@ def test_conversion_keeps_raw_values_and_escapes_like_go():
     history = json.loads(config)["history"]
     assert history[-1] == {"created": "0001-01-01T00:00:00Z", "author": "Jane <j@x>", "created_by": "a && b <c>",
                            "comment": "tab\there"}
-    assert '"author":"Jane \\u003cj@x\\u003e","created_by":"a \\u0026\\u0026 b \\u003cc\\u003e","comment":"tab\\there"' \
-        in text
+    assert ('"author":"Jane \\u003cj@x\\u003e","created_by":"a \\u0026\\u0026 b \\u003cc\\u003e",'
+            '"comment":"tab\\there"') in text
     assert parsed.platform == {"os": "linux", "architecture": "arm64", "variant": "v8"}
     assert text.index('"SIZE"') < text.index('"architecture"')   # byte order: upper case first
 
