@@ -66,7 +66,6 @@ class Bed:
         self.reg = reg
         self.infos = infos
         self.proxy = proxy
-        self.cache = {}
 
     def host(self, kind):
         """schema1-unsigned is only unsigned through the proxy."""
@@ -80,9 +79,8 @@ class Bed:
 
     def run(self, module, kind, check=False, digest=None, **args):
         args = dict(args, image=self.ref(kind, digest))
-        for key in ("dest",):
-            if key in args:
-                args[key] = str(args[key])
+        if "dest" in args:
+            args["dest"] = str(args["dest"])
         return run_module(module, args, check=check)
 
     def platform_entry(self, kind, platform=None):
@@ -102,7 +100,7 @@ def skopeo(*args):
     return proc.stdout
 
 
-def skopeo_copy(bed, ref, transport, tmp_path, *extra):
+def skopeo_copy(ref, transport, tmp_path, *extra):
     """skopeo copy ``ref`` to ``transport`` (``docker-archive``, ``oci``, ``dir``) under tmp_path; the path."""
     dest = str(tmp_path / ("skopeo-%s-%d" % (transport, len(os.listdir(str(tmp_path))))))
     target = {"docker-archive": "docker-archive:%s.tar:skopeo/image:v1" % dest, "oci": "oci:%s:v1" % dest,
@@ -186,7 +184,7 @@ def skopeo_rootfs(bed, tmp_path_factory):
 
     def get(ref):
         if ref not in cache:
-            archive = skopeo_copy(bed, ref, "docker-archive", workdir)
+            archive = skopeo_copy(ref, "docker-archive", workdir)
             podman.reset()
             image_id = load_one(podman, archive)
             cache[ref] = (image_id, rootfs(podman, image_id), docker_archive_config(archive))
@@ -381,7 +379,7 @@ def test_config_of_schema1_is_the_converted_one(bed, tmp_path, kind):
     dest = tmp_path / "c.json"
     result = bed.run("docker_registry_config", kind, dest=dest)
     assert result["rc"] == 0, result
-    archive = skopeo_copy(bed, "docker://" + bed.ref(kind), "docker-archive", tmp_path)
+    archive = skopeo_copy("docker://" + bed.ref(kind), "docker-archive", tmp_path)
     theirs = docker_archive_config(archive)
     assert dest.read_bytes() == theirs == info.configs[info.default["config_digest"]]
     assert result["config_digest"] == info.default["config_digest"] == sha256_file(str(dest))
@@ -434,7 +432,7 @@ def test_layer(bed, tmp_path, kind, platform, selector, position, decompress):
     assert result["rc"] == 0, result
     assert result["layer_digest"] == layer["digest"]
     assert result["size"] == (os.path.getsize(str(dest)) if decompress else layer["size"])
-    theirs = skopeo_copy(bed, bed.skopeo_ref(kind, platform), "dir", tmp_path)
+    theirs = skopeo_copy(bed.skopeo_ref(kind, platform), "dir", tmp_path)
     with open(os.path.join(theirs, layer["digest"].split(":")[1]), "rb") as handle:
         blob = handle.read()
     if not decompress:
@@ -512,7 +510,7 @@ def test_image_oci_formats(bed, tmp_path, podman, kind, platform, fmt, mode):
     assert len(manifest_digest) == 1
     manifest = json.loads(ours[manifest_digest.pop()])
     assert manifest["config"]["digest"] == entry["config_digest"]
-    theirs = layout_blobs(skopeo_copy(bed, bed.skopeo_ref(kind, platform), "oci", tmp_path))
+    theirs = layout_blobs(skopeo_copy(bed.skopeo_ref(kind, platform), "oci", tmp_path))
     if mode == "compressed":
         for layer in entry["layers"]:
             assert ours[layer["digest"]] == theirs[layer["digest"]]
@@ -549,7 +547,7 @@ def test_platform_all_keeps_the_registry_index(bed, tmp_path, kind, fmt):
     assert {m["mediaType"] for m in index["manifests"]} == {builder.OCI_INDEX}
     ours = layout_blobs(directory)
     assert ours[info.digest] == info.raw   # the registry's index, byte for byte
-    theirs = layout_blobs(skopeo_copy(bed, "docker://" + bed.ref(kind), "oci", tmp_path, "--all"))
+    theirs = layout_blobs(skopeo_copy("docker://" + bed.ref(kind), "oci", tmp_path, "--all"))
     assert ours == theirs   # every manifest (attestations too), config and layer its entries need
     again = bed.run("docker_registry_image", kind, **args)
     assert again["rc"] == 0 and again["changed"] is False, again
@@ -570,7 +568,7 @@ def test_image_artifact_into_oci_layouts(bed, tmp_path, kind, fmt, mode):
     directory = layout_dir(dest, fmt, tmp_path)
     index = layout_index(directory)
     assert {m["digest"] for m in index["manifests"]} == {info.digest}
-    theirs = layout_blobs(skopeo_copy(bed, "docker://" + bed.ref(kind), "oci", tmp_path))
+    theirs = layout_blobs(skopeo_copy("docker://" + bed.ref(kind), "oci", tmp_path))
     assert layout_blobs(directory) == theirs   # manifest, config and layers byte-exact
     assert [l["digest"] for l in result["layers"]] == [l["digest"] for l in info.artifacts[info.digest]["layers"]]
 
@@ -591,3 +589,61 @@ def test_image_of_an_index_of_only_attestations(bed, tmp_path):
     assert_clean_failure(result)
     assert "index out of range" not in result["msg"]
     assert not (tmp_path / "x.tar").exists()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# docker_registry_nix
+# ---------------------------------------------------------------------------------------------------------
+NIX_CASES = [(kind, platform, fmt) for kind, platform in LOADABLE if not kind.startswith("schema1")
+             for fmt in ("fetchdocker", "fetchurl")]
+
+
+@pytest.mark.parametrize("kind,platform,fmt", NIX_CASES,
+                         ids=["%s-%s-%s" % (k, p or "default", f) for k, p, f in NIX_CASES])
+def test_nix_expression(bed, kind, platform, fmt):
+    entry = bed.platform_entry(kind, platform)
+    args = {"platform": platform} if platform else {}
+    result = bed.run("docker_registry_nix", kind, format=fmt, **args)
+    assert result["rc"] == 0, result
+    assert result["digest"] == bed.infos[kind].digest
+    assert result["manifest_digest"] == entry["manifest_digest"]
+    assert result["config_digest"] == entry["config_digest"]
+    text = result["expression"]
+    layers = [l["digest"].split(":")[1] for l in entry["layers"]]
+    if fmt == "fetchdocker":   # one fetchDockerLayer per manifest layer, in order, repeats included
+        found = [line.split('"')[1] for line in text.splitlines() if line.strip().startswith("layerDigest = ")]
+        assert found == layers
+    else:
+        for hexpart in layers:
+            assert hexpart in text
+
+
+def test_nix_build_of_repeated_layers_loads_like_skopeo(bed, tmp_path, skopeo_rootfs):
+    """The fetchurl archive of an image whose manifest repeats layers, built by nix-build and loaded by
+    podman: the same image and root filesystem as skopeo's."""
+    from test_nix_build import NixStore, build_ok, write_expr
+    kind = "repeated-layer"
+    entry = bed.platform_entry(kind)
+    result = bed.run("docker_registry_nix", kind, format="fetchurl")
+    assert result["rc"] == 0, result
+    _proc, archive = build_ok(NixStore(tmp_path / "nix"), write_expr(tmp_path, result["expression"]))
+    podman = Podman(str(tmp_path / "podman"))
+    try:
+        image_id = load_one(podman, archive)
+        their_id, their_fs, _config = skopeo_rootfs(bed.skopeo_ref(kind))
+        assert image_id == their_id == entry["config_digest"]
+        assert rootfs(podman, image_id) == their_fs
+    finally:
+        podman.close()
+
+
+@pytest.mark.parametrize("kind,text", [("schema1", "schema 1"), ("schema1-unsigned", "schema 1"),
+                                       ("artifact-empty-config", "artifact"), ("artifact-custom-config", "artifact"),
+                                       ("index-attestations-only", "platform")])
+@pytest.mark.parametrize("fmt", ["fetchdocker", "fetchurl"])
+def test_nix_refuses_what_it_cannot_pin(bed, kind, text, fmt):
+    """A Nix expression pins every blob by its registry digest: a schema 1 image has no config blob to pin,
+    an artifact no image to build, an index of attestations no platform."""
+    result = bed.run("docker_registry_nix", kind, format=fmt)
+    assert_clean_failure(result)
+    assert text in result["msg"].lower(), result["msg"]
