@@ -109,6 +109,10 @@ def skopeo_copy(ref, transport, tmp_path, *extra):
     return dest + ".tar" if transport == "docker-archive" else dest
 
 
+def by_digest(descriptors):
+    return sorted(descriptors, key=lambda d: d["digest"])
+
+
 def warnings_text(result):
     return " ".join(result.get("warnings") or []).lower()
 
@@ -321,7 +325,6 @@ def test_manifest_referrers(request, seeded, mode):
     result = run_module("docker_registry_manifest", dict(auth_args(reg), image=info.image(reg.host), referrers=True))
     assert result["rc"] == 0, result
     assert result["digest"] == info.digest
-    by_digest = lambda descriptors: sorted(descriptors, key=lambda d: d["digest"])  # noqa: E731
     assert by_digest(result["referrers"]) == by_digest(info.extra["referrers"])
     for descriptor in result["referrers"]:
         assert descriptor["artifactType"] in (builder.COSIGN_SIG, "application/spdx+json")

@@ -795,8 +795,8 @@ def build_schema1(steps, name, tag, platform="linux/amd64", config=None, style="
     layers = [s.layer for s in steps if s.layer is not None]
     # what containers/image makes of it: the top entry without its v1 fields, plus rootfs and history
     top_entry = json.loads(entries[-1])
-    cfg = {k: v for k, v in top_entry.items() if k not in ("id", "parent", "parent_id", "layer_id", "throwaway",
-                                                          "Size")}
+    v1_only = ("id", "parent", "parent_id", "layer_id", "throwaway", "Size")
+    cfg = {k: v for k, v in top_entry.items() if k not in v1_only}
     history = []
     for text in entries:
         v1 = json.loads(text)
@@ -1084,6 +1084,7 @@ def _schema1_steps(kind):
             Schema1Step("/bin/sh -c #(nop)  ENV GREETING=hello", None, times[1]),
             Schema1Step("/bin/sh -c mkdir -p /app && printf '<%s>' hi > /app/log", app, times[2]),
             Schema1Step('/bin/sh -c #(nop)  CMD ["/app/hello"]', None, times[3])]
+
 
 FOREIGN_URL_DEFAULT = "http://127.0.0.1:9/testbed/foreign/{digest}"  # port 9 (discard): nothing listens
 
