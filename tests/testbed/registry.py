@@ -7,7 +7,12 @@ Modes
   (realm http by default, ``realm_scheme="https"`` for an https realm).
 - ``mtls``: https that requires a client certificate signed by the test CA; no other authentication.
 
-Every mode accepts foreign-layer URLs (``^https?://``) and deletes.
+Every mode accepts foreign-layer URLs (``^https?://``), deletes and Docker schema 1 pushes
+(``compatibility: schema1: enabled: true``: distribution 2.8 refuses schema 1 PUTs without it; it needs no
+signing key, as it makes an ephemeral one at start when ``signingkeyfile`` is not set, and the switch changes
+nothing else: GETs of schema 2 content by old clients were converted and signed before as well). A schema 1
+manifest is stored as its JWS payload (no signatures) and every GET re-signs it with the registry's key, so its
+bytes differ from one GET to the next while its digest (the payload's) does not.
 
 The request log is the registry's own access log (combined log format on its stdout): ``requests()``
 returns ``[{method, path, uri, status, size, user_agent}]`` in the order the registry finished them.
@@ -388,6 +393,7 @@ class Registry(object):
             "http": {"addr": "%s:%d" % (self.bind, self.port), "secret": secrets.token_hex(16),
                      "headers": {"X-Content-Type-Options": ["nosniff"]}},
             "validation": {"manifests": {"urls": {"allow": ["^https?://"]}}},
+            "compatibility": {"schema1": {"enabled": True}},
         }
         c = self.certs
         if self.mode in ("basic", "mtls"):

@@ -4,6 +4,7 @@ import gzip
 import hashlib
 import io
 import json
+import os
 import subprocess
 import tarfile
 import uuid
@@ -13,8 +14,9 @@ import requests
 import zstandard
 
 from testbed import builder
-from testbed.builder import (DOCKER_FOREIGN_LAYER, DOCKER_LIST, DOCKER_MANIFEST, IN_TOTO, OCI_INDEX, OCI_MANIFEST,
-                             Entry)
+from testbed.builder import (DOCKER_FOREIGN_LAYER, DOCKER_LIST, DOCKER_MANIFEST, IN_TOTO, OCI_EMPTY, OCI_INDEX,
+                             OCI_MANIFEST, SCHEMA1_SIGNED, SCHEMA1_UNSIGNED, Entry)
+from testbed.proxy import FaultProxy
 
 ACCEPT = ", ".join([OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST])
 
@@ -124,19 +126,35 @@ def test_gzip_bomb_is_small_but_inflates():
 def _check_pulled(reg, infos):
     s = reg.push_session()
     for kind, info in infos.items():
+        schema1 = info.media_type in (SCHEMA1_SIGNED, SCHEMA1_UNSIGNED)
         for tag in info.tags:
             r = get_manifest(s, reg.url, info.repository, tag)
-            assert r.content == info.raw, kind
+            if schema1:
+                # distribution stores the payload and re-signs it on every GET: same payload, new signature
+                assert builder.schema1_payload(r.content) == builder.schema1_payload(info.raw), kind
+                assert r.headers["Content-Type"] == SCHEMA1_SIGNED
+                assert builder.verify_schema1_signatures(r.content)
+            else:
+                assert r.content == info.raw, kind
+                assert r.headers["Content-Type"] == info.media_type
             assert r.headers["Docker-Content-Digest"] == info.digest
-            assert r.headers["Content-Type"] == info.media_type
         for digest, raw in info.manifests.items():
-            assert get_manifest(s, reg.url, info.repository, digest).content == raw
-        assert info.platforms, kind
+            got = get_manifest(s, reg.url, info.repository, digest).content
+            if schema1:
+                got, raw = builder.schema1_payload(got), builder.schema1_payload(raw)
+            assert got == raw, (kind, digest)
+        # every kind has images, artifacts or (an index of only) attestations
+        assert info.platforms or info.artifacts or info.extra.get("attestation_digests"), kind
         for plat, p in info.platforms.items():
-            m = json.loads(info.manifests[p["manifest_digest"]])
-            assert m["config"]["digest"] == p["config_digest"]
-            cfg = get_blob(s, reg.url, info.repository, p["config_digest"])
-            assert cfg == info.configs[p["config_digest"]]
+            if schema1:
+                assert p["manifest_digest"] == info.digest and p["media_type"] == info.media_type
+                cfg = info.configs[p["config_digest"]]   # made by the conversion: not in the registry
+                assert s.head("%s/v2/%s/blobs/%s" % (reg.url, info.repository, p["config_digest"])).status_code == 404
+            else:
+                m = json.loads(info.manifests[p["manifest_digest"]])
+                assert m["config"]["digest"] == p["config_digest"]
+                cfg = get_blob(s, reg.url, info.repository, p["config_digest"])
+                assert cfg == info.configs[p["config_digest"]]
             cfgj = json.loads(cfg)
             assert builder.platform_str(cfgj) == plat
             assert cfgj["rootfs"]["diff_ids"] == [l["diff_id"] for l in p["layers"]]
@@ -144,6 +162,14 @@ def _check_pulled(reg, infos):
                 blob = get_blob(s, reg.url, info.repository, layer["digest"])
                 assert sha(blob) == layer["digest"] and len(blob) == layer["size"]
                 assert sha(decompress(blob, layer["media_type"])) == layer["diff_id"], (kind, layer)
+        for digest, art in info.artifacts.items():
+            m = json.loads(info.manifests[digest])
+            assert m["config"]["digest"] == art["config_digest"]
+            assert get_blob(s, reg.url, info.repository, art["config_digest"]) == info.configs[art["config_digest"]]
+            for layer in art["layers"]:
+                assert get_blob(s, reg.url, info.repository, layer["digest"]) == info.blobs[layer["digest"]]
+        for digest, data in info.blobs.items():
+            assert sha(get_blob(s, reg.url, info.repository, digest)) == digest == sha(data)
 
 
 def test_seed_default_kinds_twice_same_digests(fresh_registry):
@@ -339,3 +365,193 @@ def test_gzip_bomb_default_size_pushes_small_blob(registry_anonymous):
     d = __import__("zlib").decompressobj(31)
     head = d.decompress(blob[:65536], 2 * 1024 * 1024)
     assert len(head) == 2 * 1024 * 1024 and head[512:] == bytes(len(head) - 512)
+
+
+# ---- issue 14: everything a registry can serve ------------------------------------------------------------
+
+NEW_KINDS = ["index-no-platform", "index-attestations-only", "index-annotated", "artifact-empty-config",
+             "artifact-custom-config", "repeated-layer", "schema1", "schema1-unsigned", "referrers"]
+
+
+def test_issue14_kinds_are_default_kinds():
+    assert set(NEW_KINDS) <= set(builder.KINDS)
+
+
+def test_issue14_shapes(registry_anonymous, seeded):
+    infos = seeded(registry_anonymous)
+
+    npf = infos["index-no-platform"]
+    idx = json.loads(npf.raw)
+    assert [("platform" in m) for m in idx["manifests"]] == [False, False]
+    assert list(npf.platforms) == npf.extra["platforms"] == ["linux/amd64", "linux/arm64/v8"]   # from the configs
+    assert [m["digest"] for m in idx["manifests"]] == [p["manifest_digest"] for p in npf.platforms.values()]
+
+    att = infos["index-attestations-only"]
+    idx = json.loads(att.raw)
+    assert att.platforms == {} and att.default is None
+    assert [m["digest"] for m in idx["manifests"]] == att.extra["attestation_digests"]
+    for entry, subject in zip(idx["manifests"], att.extra["subject_digests"]):
+        assert entry["platform"] == {"architecture": "unknown", "os": "unknown"}
+        assert entry["annotations"]["vnd.docker.reference.digest"] == subject
+        assert subject in att.manifests   # pushed by digest, outside the index
+
+    ann = infos["index-annotated"]
+    idx = json.loads(ann.raw)
+    assert idx["annotations"] == ann.extra["annotations"] and idx["artifactType"] == ann.extra["artifact_type"]
+    assert "&" in idx["annotations"]["org.opencontainers.image.description"]
+    assert len(idx["manifests"]) == 3 and list(ann.platforms) == ["linux/amd64", "linux/arm64/v8"]
+    assert idx["manifests"][2]["digest"] == ann.extra["attestation_digest"]
+
+    art = infos["artifact-empty-config"]
+    m = json.loads(art.raw)
+    assert m["artifactType"] == art.extra["artifact_type"] and art.platforms == {}
+    assert m["config"] == {"mediaType": OCI_EMPTY, "size": 2, "data": "e30=",
+                           "digest": "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"}
+    assert art.configs[m["config"]["digest"]] == b"{}"
+    assert [l["mediaType"] for l in m["layers"]] == ["application/spdx+json", "text/plain"]
+    assert [l["annotations"]["org.opencontainers.image.title"] for l in m["layers"]] == ["sbom.spdx.json", "readme.txt"]
+    a = art.artifacts[art.digest]
+    assert a["artifact_type"] == art.extra["artifact_type"] and a["subject"] is None
+    assert [l["diff_id"] for l in a["layers"]] == [None, None]
+    assert json.loads(art.blobs[m["layers"][0]["digest"]])["spdxVersion"] == "SPDX-2.3"
+
+    helm = infos["artifact-custom-config"]
+    m = json.loads(helm.raw)
+    assert "artifactType" not in m and m["config"]["mediaType"] == helm.extra["artifact_type"]
+    assert helm.artifacts[helm.digest]["artifact_type"] == builder.HELM_CONFIG
+    chart = helm.blobs[m["layers"][0]["digest"]]
+    assert sha(gzip.decompress(chart)) == helm.extra["uncompressed_digest"]
+    assert [x.name for x in members(gzip.decompress(chart))] == ["testbed", "testbed/Chart.yaml", "testbed/values.yaml"]
+
+    rep = infos["repeated-layer"]
+    layers = rep.default["layers"]
+    digests = [l["digest"] for l in layers]
+    assert len(digests) == 5 and len(set(digests)) == rep.extra["distinct"] == 3
+    assert digests[0] == digests[2] and digests[1] == digests[4]
+    assert json.loads(rep.configs[rep.default["config_digest"]])["rootfs"]["diff_ids"] == [l["diff_id"] for l in layers]
+
+    for kind, media_type in (("schema1", SCHEMA1_SIGNED), ("schema1-unsigned", SCHEMA1_UNSIGNED)):
+        info = infos[kind]
+        assert info.media_type == media_type
+        assert info.digest == sha(info.extra["payload"].encode()) == builder.schema1_digest(info.raw)
+        doc = json.loads(info.raw)
+        assert doc["schemaVersion"] == 1 and [l["blobSum"] for l in doc["fsLayers"]] == info.extra["fs_layers"]
+        assert ("signatures" in doc) is (kind == "schema1")
+        throwaway = [json.loads(h["v1Compatibility"]).get("throwaway", False) for h in doc["history"]]
+        assert throwaway == info.extra["throwaway"] == [True, False, True, False]
+        assert info.extra["fs_layers"][0] == info.extra["fs_layers"][2] == builder.EMPTY_GZIP_TAR_DIGEST
+        assert sha(builder.EMPTY_GZIP_TAR) == builder.EMPTY_GZIP_TAR_DIGEST
+        assert gzip.decompress(builder.EMPTY_GZIP_TAR) == bytes(1024)
+        # schema 2 order: base first, throwaway entries gone
+        assert [l["digest"] for l in info.default["layers"]] == [info.extra["fs_layers"][3], info.extra["fs_layers"][1]]
+        assert info.default["media_type"] == media_type and info.default["manifest_digest"] == info.digest
+    signed = json.loads(infos["schema1"].raw)
+    protected = json.loads(builder._b64url_decode(signed["signatures"][0]["protected"]))
+    assert set(protected) == {"formatLength", "formatTail", "time"}
+    assert builder.verify_schema1_signatures(infos["schema1"].raw)
+
+    ref = infos["referrers"]
+    assert ref.extra["referrers_tag"] == "sha256-" + ref.digest.split(":")[1]
+    fallback = json.loads(ref.manifests[ref.extra["referrers_index_digest"]])
+    assert fallback["mediaType"] == OCI_INDEX and fallback["manifests"] == ref.extra["referrers"]
+    assert [d["artifactType"] for d in fallback["manifests"]] == [builder.COSIGN_SIG, "application/spdx+json"]
+    for d in fallback["manifests"]:
+        manifest = json.loads(ref.manifests[d["digest"]])
+        assert ref.artifacts[d["digest"]]["subject"] == ref.digest == manifest["subject"]["digest"]
+        assert d["annotations"] == json.loads(ref.manifests[d["digest"]])["annotations"]
+
+
+def test_issue14_registry_behaviour(registry_anonymous, seeded):
+    """What the test bed's registry (distribution 2.8) does with these kinds, that clients must cope with."""
+    reg = registry_anonymous
+    infos = seeded(reg)
+    s = reg.session()
+    assert reg.config()["compatibility"] == {"schema1": {"enabled": True}}
+    info = infos["schema1"]
+    one = get_manifest(s, reg.url, info.repository, "v1")
+    two = get_manifest(s, reg.url, info.repository, info.digest)
+    assert one.content != two.content != info.raw   # re-signed by the registry on every GET
+    payload = info.extra["payload"].encode()
+    assert builder.schema1_payload(one.content) == builder.schema1_payload(two.content) == payload
+    assert builder.verify_schema1_signatures(one.content) != builder.verify_schema1_signatures(info.raw)
+    # no referrers API: the tag schema fallback is how referrers are found
+    ref = infos["referrers"]
+    r = s.get("%s/v2/%s/referrers/%s" % (reg.url, ref.repository, ref.digest), headers={"Accept": OCI_INDEX})
+    assert r.status_code == 404
+    r = get_manifest(s, reg.url, ref.repository, ref.extra["referrers_tag"])
+    assert r.content == ref.manifests[ref.extra["referrers_index_digest"]]
+    assert r.headers["Docker-Content-Digest"] == ref.extra["referrers_index_digest"]
+
+
+def _skopeo(*args):
+    return subprocess.run(["skopeo"] + list(args), capture_output=True, timeout=300, check=False)
+
+
+def test_issue14_skopeo_agrees(registry_anonymous, seeded):
+    reg = registry_anonymous
+    infos = seeded(reg)
+    for kind in NEW_KINDS:
+        info = infos[kind]
+        proxy = FaultProxy(reg.url)
+        with proxy:
+            host = reg.host
+            if kind == "schema1-unsigned":
+                builder.serve_manifest(proxy, info)
+                host = proxy.url.split("//", 1)[1]
+            ref = "docker://%s/%s:%s" % (host, info.repository, info.tag)
+            raw = _skopeo("inspect", "--raw", "--tls-verify=false", ref)
+            assert raw.returncode == 0, raw.stderr
+            if kind == "schema1":
+                assert builder.schema1_payload(raw.stdout) == builder.schema1_payload(info.raw)
+            else:
+                assert raw.stdout == info.raw, kind
+            inspect = _skopeo("inspect", "--tls-verify=false", ref)
+            if kind.startswith("artifact") or kind == "index-attestations-only":
+                # skopeo 1.9 inspects images only
+                assert inspect.returncode != 0, kind
+                continue
+            assert inspect.returncode == 0, (kind, inspect.stderr)
+            data = json.loads(inspect.stdout)
+            assert data["Digest"] == info.digest, kind
+            assert data["Architecture"] == "amd64" and data["Os"] == "linux"
+            if kind.startswith("schema1"):   # skopeo lists schema 1 layers top first, throwaway ones included
+                assert data["Layers"] == list(reversed(info.extra["fs_layers"]))
+            else:
+                assert data["Layers"] == [l["digest"] for l in info.default["layers"]], kind
+        if kind == "schema1-unsigned":
+            assert proxy.count("GET", r"/manifests/") >= 1
+
+
+def test_issue14_seed_twice_same_bytes(fresh_registry):
+    builder.build_kind.cache_clear()
+    first = {k: builder.build_kind(k) for k in NEW_KINDS}
+    builder.build_kind.cache_clear()
+    for kind in NEW_KINDS:
+        (a, ea), (b, eb) = first[kind], builder.build_kind(kind)
+        assert a.digest == b.digest and a.manifest_raw == b.manifest_raw, kind   # schema 1 signing is RFC 6979
+        configs = [builder.image_info(kind, "r", ["v1"], x, e).configs for x, e in ((a, ea), (b, eb))]
+        assert configs[0] == configs[1], kind
+
+
+def test_cli_seeds_issue14_kinds(tmp_path):
+    import sys
+    import yaml
+    cli = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "cli.py")
+    state, config = str(tmp_path / "state.json"), str(tmp_path / "integration_config.yml")
+    common = ["--state", state, "--config", config]
+    kinds = "schema1,referrers,artifact-empty-config,index-no-platform"
+    try:
+        r = subprocess.run([sys.executable, cli, "up", "--modes", "anonymous", "--seed", "--kinds", kinds] + common,
+                           capture_output=True, text=True, timeout=300, check=False)
+        assert r.returncode == 0, r.stderr
+        with open(state) as f:
+            images = json.load(f)["registries"]["anonymous"]["images"]
+        assert sorted(images) == sorted(kinds.split(","))
+        assert images["referrers"]["extra"]["referrers_tag"].startswith("sha256-")
+        assert images["artifact-empty-config"]["artifacts"]
+        with open(config) as f:
+            cfg = yaml.safe_load(f)
+        assert cfg["hocker_registry_anonymous_image_schema1_digest"] == images["schema1"]["digest"]
+        assert cfg["hocker_registry_anonymous_image_schema1_media_type"] == SCHEMA1_SIGNED
+    finally:
+        subprocess.run([sys.executable, cli, "down"] + common, capture_output=True, timeout=300, check=False)
