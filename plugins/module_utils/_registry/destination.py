@@ -163,7 +163,7 @@ def safe_write(dest, producer):
             os.fsync(handle.fileno())
         install(tmp, dest)
     except OSError as exc:
-        raise DestinationError(describe_os_error(exc, dest if exc.filename == tmp else None))
+        raise DestinationError(describe_os_error(exc, dest if exc.filename in (None, tmp) else None))
     finally:
         if os.path.lexists(tmp):
             os.unlink(tmp)
