@@ -33,6 +33,7 @@ __metaclass__ = type
 import contextlib
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -45,7 +46,7 @@ from ansible_collections.hocker.registry.plugins.module_utils._registry.manifest
     MAX_MANIFEST_SIZE, is_digest)
 from ansible_collections.hocker.registry.plugins.module_utils._registry.reference import parse_reference
 from ansible_collections.hocker.registry.plugins.module_utils._registry.store import (
-    FETCHED_AT, REF_NAME, BlobStore, hash_file, write_json_atomic)
+    CHUNK, FETCHED_AT, REF_NAME, BlobStore, write_json_atomic)
 
 ALGORITHMS = ("sha256", "sha512")
 DEFAULT_MIN_AGE = 3600
@@ -160,10 +161,12 @@ def _try_lock(path):
 
 @contextlib.contextmanager
 def _index_lock(store, check_mode):
-    if check_mode:
+    """The store's index.json lock (waiting for it). Check mode creates no lock file."""
+    path = os.path.join(store.ingest_dir, "index.lock")
+    if check_mode and not os.path.exists(path):
         yield
         return
-    fd = os.open(os.path.join(store.ingest_dir, "index.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | (0 if check_mode else os.O_CREAT), 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         try:
@@ -393,11 +396,8 @@ class Upkeep:
     # ------------------------------------------------------------------ removal primitives
     def _remove_blob(self, blob, min_age=None):
         """Remove one blob under its lock (without waiting); False when it is busy or (with ``min_age``)
-        was used since it was scanned."""
-        if self.check_mode:
-            self.removed.append(blob.digest)
-            self.freed += blob.size
-            return True
+        was used since it was scanned. Check mode takes the lock too (to report busy blobs) and removes
+        nothing."""
         hexpart = blob.digest.split(":", 1)[1]
         with _try_lock(_lock_path(self.store, hexpart)) as locked:
             if not locked:
@@ -406,14 +406,15 @@ class Upkeep:
             try:
                 st = os.lstat(blob.path)
             except OSError:
-                return True     # already gone
+                return False    # already gone (another upkeep run)
             if min_age is not None and self.now - st.st_mtime < min_age:
                 return False    # a writer used it just now
-            try:
-                os.unlink(blob.path)
-            except OSError as exc:
-                if exc.errno != errno.ENOENT:
-                    raise
+            if not self.check_mode:
+                try:
+                    os.unlink(blob.path)
+                except OSError as exc:
+                    if exc.errno != errno.ENOENT:
+                        raise
         self.removed.append(blob.digest)
         self.freed += blob.size
         return True
@@ -423,10 +424,6 @@ class Upkeep:
         complete = hexpart is not None and any(("%s:%s" % (a, hexpart)) in blobs for a in ALGORITHMS)
         if not complete and self.now - mtime < min_age:
             return False
-        if self.check_mode:
-            self.removed_partials.append(os.path.basename(path))
-            self.freed += size
-            return True
         lock = _lock_path(self.store, hexpart) if hexpart else None
         with (_try_lock(lock) if lock else _nothing()) as locked:
             if not locked:
@@ -435,14 +432,15 @@ class Upkeep:
             try:
                 st = os.lstat(path)
             except OSError:
-                return True
+                return False
             if not complete and self.now - st.st_mtime < min_age:
                 return False
-            try:
-                os.unlink(path)
-            except OSError as exc:
-                if exc.errno != errno.ENOENT:
-                    raise
+            if not self.check_mode:
+                try:
+                    os.unlink(path)
+                except OSError as exc:
+                    if exc.errno != errno.ENOENT:
+                        raise
         self.removed_partials.append(os.path.basename(path))
         self.freed += size
         return True
@@ -454,9 +452,7 @@ class Upkeep:
         for digest in sorted(blobs):
             blob = blobs[digest]
             try:
-                with open(blob.path, "rb") as handle:
-                    inode = os.fstat(handle.fileno()).st_ino
-                actual, _size = hash_file(blob.path, digest.split(":", 1)[0])
+                inode, actual = _hash_open(blob.path, digest.split(":", 1)[0])
             except (IOError, OSError):
                 continue
             self.verified += 1
@@ -639,3 +635,16 @@ class Upkeep:
 @contextlib.contextmanager
 def _nothing():
     yield True
+
+
+def _hash_open(path, algorithm):
+    """(inode, digest) of a file, both from one open file (a rename over the path cannot mix them up)."""
+    hasher = hashlib.new(algorithm)
+    with open(path, "rb") as handle:
+        inode = os.fstat(handle.fileno()).st_ino
+        while True:
+            block = handle.read(CHUNK)
+            if not block:
+                break
+            hasher.update(block)
+    return inode, "%s:%s" % (algorithm, hasher.hexdigest())
