@@ -6,10 +6,8 @@ import subprocess
 import threading
 import time
 
-import pytest
-
 from helpers import assert_clean_failure
-from testbed.modrun import module_command, run_module
+from testbed.modrun import run_module
 from testbed.proxy import FaultProxy
 
 FETCHED_AT = "io.hocker.registry.fetched"
@@ -209,7 +207,10 @@ def test_max_size_evicts_least_recently_used(registry_anonymous, seeded, tmp_pat
     store = str(tmp_path / "store")
     fetch(reg, simple, store, tmp_path / "a.tar")
     fetch(reg, shared, store, tmp_path / "b.tar")
-    own = lambda img: {img.digest, img.default["config_digest"]}   # noqa: E731 - the blobs that tell last use
+
+    def own(img):   # the blobs that tell when an image was last used
+        return {img.digest, img.default["config_digest"]}
+
     set_last_used(store, simple.image(reg.host), own(simple), 3 * 3600)
     set_last_used(store, shared.image(reg.host), own(shared), 3600)
     total = store_run(store)["size"]

@@ -26,7 +26,7 @@ from ansible_collections.hocker.registry.plugins.module_utils._registry.errors i
 from ansible_collections.hocker.registry.plugins.module_utils._registry.manifest import (
     IMAGE_TYPES, INDEX_TYPES, MAX_CONFIG_SIZE, parse_config)
 from ansible_collections.hocker.registry.plugins.module_utils._registry.platform import (
-    Platform, descriptor_platform, is_attestation, select)
+    Platform, is_attestation, select)
 from ansible_collections.hocker.registry.plugins.module_utils._registry.store import REF_NAME, BlobStore
 
 
