@@ -50,6 +50,8 @@ options:
         the layout added).
       - V(absent) removes the whole directory, but only when it is a store (it holds an C(oci-layout) file);
         anything else fails and is left alone. No other option may be combined with V(absent).
+      - A store that is a mount point cannot be removed; its content is removed instead (except
+        C(lost+found)) and the empty directory stays, with a warning. An empty directory counts as absent.
     type: str
     choices: [present, absent]
     default: present
@@ -266,7 +268,7 @@ def manage(module):
             [name for name in ("keep", "max_size") if p[name] is not None]
         if extra:
             raise RegistryError("%s cannot be combined with state=absent" % ", ".join(extra))
-        result["changed"] = remove_store(path, module.check_mode)
+        result["changed"] = remove_store(path, module.check_mode, module.warn)
         if module._diff:
             result["diff"] = {"before": {"path": path, "exists": result["changed"]},
                               "after": {"path": path, "exists": False}}

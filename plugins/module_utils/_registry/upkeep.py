@@ -108,24 +108,47 @@ def ensure_store(path, check_mode):
     return True
 
 
-def remove_store(path, check_mode):
+def remove_store(path, check_mode, warn=None):
     """Remove the whole store at ``path``; only a directory holding an ``oci-layout`` file is removed.
 
     The directory is first renamed to a hidden sibling, so it disappears at once for other processes, then
-    deleted. Returns True when it was (or would be) removed.
+    deleted. A directory that cannot be renamed (a mount point) is emptied in place and left behind, with a
+    warning. Returns True when it was (or would be) removed.
     """
     if not os.path.lexists(path):
         return False
-    if os.path.islink(path) or not os.path.isdir(path):
+    if os.path.islink(path):
+        raise StoreError("%s is a symbolic link; give the store's real path to remove it" % path)
+    if not os.path.isdir(path):
         raise StoreError("%s is not a directory; refusing to remove it" % path)
     if not is_store(path):
+        if not [n for n in os.listdir(path) if n != "lost+found"]:
+            return False    # an empty directory: what is left of a store on a mount point
         raise StoreError("%s is not a blob store (it has no oci-layout file); refusing to remove it" % path)
     if check_mode:
         return True
-    parent = os.path.dirname(os.path.abspath(path))
-    doomed = tempfile.mkdtemp(dir=parent, prefix=".%s.removing." % os.path.basename(os.path.abspath(path)))
-    target = os.path.join(doomed, "store")
-    os.rename(path, target)
+    absolute = os.path.abspath(path)
+    doomed = tempfile.mkdtemp(dir=os.path.dirname(absolute), prefix=".%s.removing." % os.path.basename(absolute))
+    try:
+        os.rename(absolute, os.path.join(doomed, "store"))
+    except OSError as exc:
+        os.rmdir(doomed)
+        if exc.errno not in (errno.EBUSY, errno.EXDEV, errno.EPERM, errno.EACCES):
+            raise
+        # a mount point: empty it (the layout marker first, so it stops being a store at once)
+        os.unlink(os.path.join(absolute, "oci-layout"))
+        for name in sorted(os.listdir(absolute)):
+            if name == "lost+found":
+                continue
+            child = os.path.join(absolute, name)
+            if os.path.isdir(child) and not os.path.islink(child):
+                shutil.rmtree(child)
+            else:
+                os.unlink(child)
+        if warn:
+            warn("%s could not be removed (%s); its content was removed and the empty directory left in place"
+                 % (path, exc.strerror))
+        return True
     shutil.rmtree(doomed)
     return True
 

@@ -208,3 +208,29 @@ def test_ensure_and_remove(tmp_path):
     assert (other / "file").exists()
     with pytest.raises(StoreError, match="not a directory"):
         ensure_store(str(other / "file"), check_mode=False)
+
+
+def test_remove_a_mount_point_empties_it(tmp_path, monkeypatch):
+    path = str(tmp_path / "s")
+    store = BlobStore(path)
+    put(store, b"blob")
+    os.mkdir(os.path.join(path, "lost+found"))
+    warnings = []
+
+    def busy(src, dst):
+        raise OSError(16, "Device or resource busy")
+
+    monkeypatch.setattr(os, "rename", busy)
+    assert remove_store(path, check_mode=False, warn=warnings.append) is True
+    assert os.listdir(path) == ["lost+found"]
+    assert sorted(os.listdir(str(tmp_path))) == ["s"]     # no temporary folder left behind
+    assert "empty directory left in place" in warnings[0]
+    assert remove_store(path, check_mode=False) is False     # idempotent
+
+
+def test_remove_refuses_a_symlink(tmp_path):
+    path = str(tmp_path / "s")
+    BlobStore(path)
+    os.symlink(path, str(tmp_path / "link"))
+    with pytest.raises(StoreError, match="symbolic link"):
+        remove_store(str(tmp_path / "link"), check_mode=False)
