@@ -98,8 +98,8 @@ options:
     description:
       - A blob store (an OCI image layout directory) shared by runs on this host. Blobs are stored under
         their registry digest, verified when written, and never downloaded twice.
-      - Without one, a partial download is kept beside O(dest) as a hidden C(.<name>.part) file so that the
-        next run resumes it.
+      - Without one, a partial download is kept beside the C(dest) file as a hidden C(.<name>.part) file so
+        that the next run resumes it.
     type: path
   offline:
     description:

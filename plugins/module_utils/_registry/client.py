@@ -28,10 +28,18 @@ from ansible_collections.hocker.registry.plugins.module_utils._registry.referenc
 from ansible_collections.hocker.registry.plugins.module_utils._registry.transport import (
     Transport, origin, safe_url, stream_errors)
 
+try:
+    from urllib.parse import urljoin, urlsplit
+except ImportError:  # pragma: no cover
+    from urlparse import urljoin, urlsplit  # type: ignore
+
 MAX_ERROR_BODY = 1024 * 1024
 MAX_INDEX_DEPTH = 4
 _WARNING_RE = re.compile(r'^\s*299\s+\S+\s+"((?:[^"\\]|\\.)*)"')
 _NOT_FOUND_CODES = ("MANIFEST_UNKNOWN", "NAME_UNKNOWN", "BLOB_UNKNOWN")
+MAX_TAG_PAGE = 1000
+MAX_TAG_PAGES = 10000
+MAX_TAG_LIST_SIZE = 16 * 1024 * 1024
 
 
 class Resolved:
@@ -503,26 +511,54 @@ class RegistryClient:
         raise TransportError("%s answered HTTP %d" % (safe_url(url), response.status_code))
 
     def list_tags(self, limit=None):
-        """All tags (following Link pagination), at most ``limit``."""
+        """The repository's tags, sorted, at most ``limit`` (None: all).
+
+        Follows ``Link: <...>; rel="next"`` pagination (relative links, and absolute ones on the origin that
+        served the page). With ``limit`` the first page is asked for with ``n=limit`` (at most 1000) and no
+        further page is fetched once ``limit`` tags are in; a registry that rejects ``n`` (HTTP 400) is asked
+        again without it. Registries that do not paginate (distribution 2.8 ignores ``n`` and ``last`` and
+        answers every tag, unsorted) give everything in one answer; sorting before the cap makes both kinds
+        return the same tags (paginating registries answer in lexical order).
+        """
+        base = "/v2/%s/tags/list" % self.reference.repository
+        path = base + ("?n=%d" % min(limit, MAX_TAG_PAGE) if limit else "")
         tags = []
-        path = "/v2/%s/tags/list" % self.reference.repository
-        if limit:
-            path += "?n=%d" % min(limit, 1000)
-        while path:
-            response, raw = self._fetch_small(path, {"Accept": "application/json"}, MAX_MANIFEST_SIZE, "tag list")
-            data = jsonutil.loads(raw, "the tag list")
+        seen = set()
+        while path and path not in seen and len(seen) < MAX_TAG_PAGES:
+            seen.add(path)
+            try:
+                response, raw = self._fetch_small(path, {"Accept": "application/json"}, MAX_TAG_LIST_SIZE,
+                                                  "tag list")
+            except TransportError as exc:
+                if exc.status == 400 and path != base and len(seen) == 1:
+                    path = base   # the registry does not take this page size: ask for its default pages
+                    continue
+                raise
+            data = jsonutil.loads(raw, "the tag list of %s" % self.reference.repository, limit=MAX_TAG_LIST_SIZE)
             tags.extend(t for t in jsonutil.get_list(data, "tags") if isinstance(t, str))
             if limit and len(tags) >= limit:
-                return tags[:limit]
-            link = response.headers.get("Link", "")
-            match = re.search(r"<([^>]+)>\s*;\s*rel=\"?next\"?", link)
-            path = None
-            if match:
-                target = match.group(1)
-                if target.startswith(self.base_url):
-                    target = target[len(self.base_url):]
-                path = target if target.startswith("/v2/") else None
-        return tags
+                break
+            path = self._next_page(response, path)
+        tags = sorted(set(tags))
+        return tags[:limit] if limit else tags
+
+    def _next_page(self, response, current):
+        """The path (with query) of the next tag list page from a ``Link`` header, or None."""
+        for part in response.headers.get("Link", "").split(","):
+            match = re.match(r'\s*<([^>]*)>(.*)$', part)
+            if not match or not re.search(r'(?i);\s*rel\s*=\s*"?next"?', match.group(2)):
+                continue
+            target = urljoin((self.source or self.base_url) + current, match.group(1).strip())
+            served = origin(self.source or self.base_url)
+            if origin(target) != served:
+                self.warn("the tag list links its next page on another host (%s); stopping there"
+                          % safe_url(target))
+                return None
+            parts = urlsplit(target)
+            if not parts.path.startswith("/v2/"):
+                return None
+            return parts.path + ("?" + parts.query if parts.query else "")
+        return None
 
     def close(self):
         self.transport.close()
