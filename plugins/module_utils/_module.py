@@ -32,6 +32,13 @@ class _AnsibleModule(AnsibleModule):
         super(_AnsibleModule, self)._load_params()
         mask_credentials(self.params)
 
+    def _log_invocation(self):
+        # a NUL byte makes Ansible's own logging fail with a message about syslog: say what is wrong instead
+        for name, value in self.params.items():
+            if isinstance(value, str) and "\0" in value:
+                self.fail_json(msg="%s contains a NUL byte, which no path or name can hold" % name)
+        super(_AnsibleModule, self)._log_invocation()
+
 
 # Argument spec groups, each matching a part of the doc fragment hocker.registry._registry.
 IMAGE_ARGS = dict(
@@ -159,7 +166,7 @@ class RegistryModule:
     def store(self):
         """The blob store of ``cache_dir`` (None without one, and in check mode unless offline)."""
         if self._store is None:
-            self._store = open_store(self.options, self.check_mode)
+            self._store = open_store(self.options, self.check_mode, self.warn)
         return self._store
 
     @property

@@ -101,7 +101,7 @@ options:
     default: false
   max_inflation_ratio:
     description:
-      - Stop a layer that inflates to more than this many times its compressed size, once it is past 1 GiB
+      - Stop a layer that inflates to more than this many times its compressed size, once it is past 256 MiB
         uncompressed (a decompression bomb); V(0) removes the bound. Whatever this says, inflating stops
         before the file system of O(dest) has less than 64 MiB free, with a message naming the layer.
     type: int

@@ -77,7 +77,7 @@ options:
   max_inflation_ratio:
     description:
       - With O(decompress=true), stop a layer that inflates to more than this many times its compressed size
-        once it is past 1 GiB (a decompression bomb); V(0) removes the bound. Inflating always stops before
+        once it is past 256 MiB (a decompression bomb); V(0) removes the bound. Inflating always stops before
         the file system of O(dest) has less than 64 MiB free.
     type: int
     default: 200

@@ -35,3 +35,13 @@ def assert_clean_failure(result, *secrets):
     for secret in secrets:
         if secret:
             assert secret not in result["stdout_raw"] and secret not in result["stderr"]
+
+
+def warning_texts(result):
+    """The warnings of a module result as strings (ansible-core 2.19+ returns structured warnings)."""
+    texts = []
+    for warning in result.get("warnings") or []:
+        if isinstance(warning, dict):
+            warning = (warning.get("event") or {}).get("msg") or warning.get("msg") or str(warning)
+        texts.append(str(warning))
+    return texts

@@ -173,12 +173,15 @@ def lookup_credentials(options, reference, warn=None, secret=None):
     return found
 
 
-def open_store(options, check_mode=False):
+def open_store(options, check_mode=False, warn=None):
     """The blob store of ``cache_dir`` (None without one; check mode writes nothing, so it uses none unless
     offline, where the store is only read)."""
     if not options.cache_dir or (check_mode and not options.offline):
         return None
-    return BlobStore(options.cache_dir, create=not options.offline)
+    return BlobStore(options.cache_dir, create=not options.offline, warn=warn)
+
+
+_OPEN = object()
 
 
 def tls_settings(options):
@@ -199,16 +202,16 @@ def tls_settings(options):
     return ca_path, cert, key
 
 
-def build_client(options, warn=None, secret=None, check_mode=False, store=None):
+def build_client(options, warn=None, secret=None, check_mode=False, store=_OPEN):
     """(reference, RegistryClient) for ``options``.
 
     ``warn(message)`` receives warnings; ``secret(value)`` every secret found in credential stores (so the
-    caller can hide it); ``store``: an already opened blob store (default: ``open_store``).
+    caller can hide it); ``store``: the blob store to use (None: none; default: ``open_store``).
     """
     _compat.require_requests()
     reference = options.reference()
-    if store is None:
-        store = open_store(options, check_mode)
+    if store is _OPEN:
+        store = open_store(options, check_mode, warn)
     creds = None if options.offline else lookup_credentials(options, reference, warn, secret)
     ca_path, cert, key = tls_settings(options)
     roots = options.certs_d_roots

@@ -30,7 +30,7 @@ GiB = 1024 * 1024 * 1024
 CHECK_EVERY = 16 * 1024 * 1024       # bytes of output between two checks of the bounds
 SPACE_RESERVE = 64 * 1024 * 1024     # inflating stops before less than this would stay free
 DEFAULT_INFLATION_RATIO = 200
-RATIO_FLOOR = GiB                    # the ratio is only enforced past this uncompressed size
+RATIO_FLOOR = 256 * 1024 * 1024      # the ratio is only enforced past this uncompressed size
 
 
 class Sink(Protocol):

@@ -21,13 +21,14 @@ __metaclass__ = type
 import hashlib
 import os
 
+from ansible_collections.hocker.registry.plugins.module_utils._registry import digest as digests
 from ansible_collections.hocker.registry.plugins.module_utils._registry import jsonutil, nix
 from ansible_collections.hocker.registry.plugins.module_utils._registry.client import Resolved
 from ansible_collections.hocker.registry.plugins.module_utils._registry.destination import (
     check_dest, known_output, put_bytes, remember_output)
 from ansible_collections.hocker.registry.plugins.module_utils._registry.errors import (
     DigestMismatch, ManifestError, PlatformError)
-from ansible_collections.hocker.registry.plugins.module_utils._registry.manifest import OCI_MANIFEST
+from ansible_collections.hocker.registry.plugins.module_utils._registry.manifest import OCI_MANIFEST, parse_manifest
 
 MAX_FILE = 4 * 1024 * 1024
 IMAGE_FIELDS = ("digest", "manifest_digest", "config_digest", "platform")
@@ -59,7 +60,7 @@ class SmallOutput:
     def __init__(self, ctx, dest, follow, request):
         self.ctx = ctx
         self.dest = dest
-        self.target = check_dest(dest, "file", follow) if dest else None
+        self.target = check_dest(dest, "file", follow) if dest is not None else None
         self.request = request
 
     def known(self):
@@ -97,6 +98,9 @@ def manifest_job(ctx, dest=None, index=False, follow=False):
         if index and result.get("media_type", "").endswith(("index.v1+json", "list.v2+json")):
             result["index"] = result["manifest"]
         return result
+    pinned = _pinned_locally(ctx, out, index)
+    if pinned is not None:
+        return pinned
     resolved = _resolve_for_manifest(ctx, index)
     chosen = resolved.top if index else resolved.image
     result = describe(resolved, ctx.reference)
@@ -106,6 +110,25 @@ def manifest_job(ctx, dest=None, index=False, follow=False):
         result["platforms"] = resolved.platforms
     fields = dict((k, result.get(k)) for k in IMAGE_FIELDS + ("media_type", "platforms"))
     out.write(chosen.raw, resolved.digest, fields, result)
+    return result
+
+
+def _pinned_locally(ctx, out, index):
+    """A digest reference whose manifest ``dest`` already holds (an image manifest, or the index asked for):
+    answered from ``dest`` without the registry, so a converged host does not need it."""
+    ref = ctx.reference
+    if out.target is None or not ref.digest or digests.file_digest(out.target) != ref.digest:
+        return None
+    raw = _read_small(out.target)
+    manifest = parse_manifest(raw, None, ref.digest, "dest %s" % out.dest)
+    if manifest.is_index and not index:
+        return None
+    result = {"image": str(ref), "digest": ref.digest, "manifest": manifest.data, "media_type": manifest.media_type,
+              "dest": out.dest, "changed": False}
+    if manifest.is_index:
+        result["index"] = manifest.data
+    else:
+        result.update(manifest_digest=ref.digest, config_digest=manifest.config.get("digest"))
     return result
 
 
