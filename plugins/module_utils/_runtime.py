@@ -26,7 +26,10 @@ API
 ``Runtime``: ``.name``, ``.version``, ``.state(names, info) -> {name: id or None}``, ``.load(path)``,
     ``.tag(source, name)``, ``.present(info, name, value) -> bool``.
 ``load_image(params, which, run, check_mode) -> dict``
-    The whole job of the ``image_load`` module (idempotence, load, tags, verification); returns the result.
+    The whole job of the ``image_load`` module; returns the result. The archive is loaded only when the runtime
+    lacks the image (docker/podman: no image with that ID; containerd: no name pointing to the archive's
+    target digest); wanted names that are missing or point to another image are then set with the tag
+    command. Afterwards every wanted name is checked.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -63,6 +66,7 @@ _HEX_NAME = re.compile(r"(?:^|/)(?:sha256[:/])?([a-f0-9]{64})(?:\.json)?$")
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _PATH_COMPONENT = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+TRUNCATED = " (it ends without the end-of-archive blocks: it is truncated)"
 
 
 class ArchiveError(Exception):
@@ -215,6 +219,7 @@ class _Collector:
         self.index_json = None
         self.blobs = {}
         self.kept = 0
+        self.truncated = False
 
     # ---- which blobs matter
     def needed(self):
@@ -292,11 +297,20 @@ def _pick_platform(index, path):
 
 def _scan_seekable(path, collector):
     try:
+        total = os.path.getsize(path)
+        end = 0
         with tarfile.open(path, mode="r:") as tar:
             members = {}
             for member in tar.getmembers():
+                if member.offset_data + member.size > total:
+                    raise ArchiveError("%s cannot be read as a tar archive (%s ends after the end of the file): it "
+                                       "is truncated" % (path, _member_name(member.name)))
                 if member.isfile():
                     members.setdefault(_member_name(member.name), member)
+                end = member.offset_data + member.size + (-member.size % tarfile.BLOCKSIZE)
+            # tar writers end an archive with two zero blocks; without them it was cut at a member boundary
+            truncated = total < end + 2 * tarfile.BLOCKSIZE
+            collector.truncated = truncated
             for name in ("manifest.json", "index.json"):
                 m = members.get(name)
                 if m is not None:
@@ -308,11 +322,12 @@ def _scan_seekable(path, collector):
                 for blob in sorted(need):
                     m = members.get(blob)
                     if m is None:
-                        raise ArchiveError("%s: index.json names %s, which the archive lacks" % (path, blob))
+                        raise ArchiveError("%s: index.json names %s, which the archive lacks%s" % (
+                            path, blob, TRUNCATED if truncated else ""))
                     collector.offer(blob, m.size, lambda m=m: tar.extractfile(m).read())
             return members
     except tarfile.TarError as exc:
-        raise ArchiveError("%s is not a tar archive (%s)" % (path, exc))
+        raise ArchiveError("%s cannot be read as a tar archive (%s): it is damaged or no archive" % (path, exc))
 
 
 def _scan_stream(path, compression, collector):
@@ -425,7 +440,8 @@ def read_archive(path):
                 path, digest, image_id))
         image_id = digest
         if _member_name(config) not in members and compression == "none":
-            raise ArchiveError("%s: manifest.json names %s, which the archive lacks" % (path, config))
+            raise ArchiveError("%s: manifest.json names %s, which the archive lacks%s" % (
+                path, config, TRUNCATED if collector.truncated else ""))
         tags = entry.get("RepoTags") or []
         if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
             raise ArchiveError("manifest.json of %s has invalid RepoTags" % path)
@@ -747,8 +763,9 @@ def load_image(params, which, run, check_mode=False):
         image_there = True
     else:
         image_there = runtime.has_image(info)
-    # load when the image itself is absent, or one of the archive's own names is missing or moved
-    need_load = not image_there or any(n in info.names for n in missing)
+    # load only when the runtime lacks the image; a name that is missing or points to another image is (re)set
+    # with the tag command when the image is there (a load would give the same result, slower)
+    need_load = not image_there
     retag = [n for n in missing if not (need_load and n in info.names)]
 
     result = {
@@ -776,7 +793,13 @@ def load_image(params, which, run, check_mode=False):
         return result
 
     if need_load:
-        _load(runtime, src, info, params.get("timeout"))
+        try:
+            _load(runtime, src, info, params.get("timeout"))
+        except RuntimeFailure as exc:
+            if runtime.name == "docker" and info.kind == "oci-archive":
+                raise RuntimeFailure("%s (docker before 25 cannot load an oci-archive into its classic image store: "
+                                     "write a docker-archive)" % exc)
+            raise
         source = info.names[0] if info.names else None
     else:
         source = next((n for n in known if runtime.present(info, n, state[n])), None)

@@ -17,9 +17,9 @@ description:
     runtime's own command line tool (C(docker load), C(podman load), C(ctr images import)).
   - The archive's C(manifest.json) and C(index.json) are read without extracting it, to learn the image ID (the
     config digest), its names and the digest containerd gives it. The runtime is asked first; the archive is
-    loaded only when the image is missing under one of the wanted names, or a name points to another image
-    (a tag that moved). Names the archive lacks but O(repo_tags) asks for are added with the runtime's tag
-    command.
+    loaded only when the runtime lacks the image. When the image is there but a wanted name is missing or
+    points to another image (a tag that moved), the name is set with the runtime's tag command instead of a
+    new load. Every wanted name is checked after the load.
 author:
   - hocker.registry developers (@hocker-registry)
 extends_documentation_fragment:
@@ -33,7 +33,7 @@ attributes:
     details: Shows, for each wanted name, the image ID (the target digest for containerd) before and after.
   idempotent:
     support: full
-    details: An image already present under every wanted name with the same content is not loaded again.
+    details: An image already present under every wanted name with the same content is left alone.
 options:
   src:
     description:
@@ -135,7 +135,7 @@ EXAMPLES = r"""
 
 RETURN = r"""
 loaded:
-  description: Whether the archive was (in check mode, would be) loaded.
+  description: Whether the archive was (in check mode, would be) loaded; false when only names were set.
   returned: success
   type: bool
   sample: true
