@@ -574,8 +574,8 @@ class _DockerLike(Runtime):
             message = (err or out or "").lower()
             if any(m in message for m in self.missing_markers):
                 return None
-            raise RuntimeFailure("%s image inspect %s failed (rc=%s): %s" % (self.binary, name, rc,
-                                                                          shorten(err or out)))
+            raise RuntimeFailure("%s image inspect %s failed (rc=%s): %s" % (
+                self.binary, name, rc, shorten(err or out)))
         value = out.strip().splitlines()[0].strip() if out.strip() else ""
         if re.match(r"^[a-f0-9]{64}$", value):
             value = "sha256:" + value
@@ -651,8 +651,8 @@ class Containerd(Runtime):
                                  "runtime_args: ['--address', PATH])" % path)
         rc, out, err = self._run(self.cmd("version"), QUERY_TIMEOUT)
         if rc != 0 or "Server:" not in out:
-            raise RuntimeFailure("containerd is not reachable at %s: %s" % (address, shorten(err or out or
-                                                                                           "no answer")))
+            raise RuntimeFailure("containerd is not reachable at %s: %s" % (
+                address, shorten(err or out or "no answer")))
         match = re.search(r"Server:\s*\n\s*Version:\s*(\S+)", out)
         self.version = match.group(1) if match else None
 

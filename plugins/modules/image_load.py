@@ -234,7 +234,7 @@ def main():
         module.fail_json(msg="namespace must not be empty")
     run = module_runner(module, params["timeout"])
     try:
-        result = load_image(params, lambda name: module.get_bin_path(name), run, check_mode=module.check_mode)
+        result = load_image(params, module.get_bin_path, run, check_mode=module.check_mode)
     except (ArchiveError, RuntimeFailure) as exc:
         module.fail_json(msg=str(exc), changed=False)
     if not module._diff:

@@ -135,8 +135,8 @@ def cmd_status(args):
         if key in state:
             alive = _ours(state[key]["pid"], workdir)
             rc = rc if alive else 1
-            print("%-10s %-4s pid=%s socket=%s" % (key, "up" if alive else "DOWN", state[key]["pid"],
-                                                  state[key]["socket"]))
+            print("%-10s %-4s pid=%s socket=%s" % (
+                key, "up" if alive else "DOWN", state[key]["pid"], state[key]["socket"]))
     return rc
 
 

@@ -15,7 +15,7 @@ from ansible_collections.hocker.registry.plugins.module_utils._registry import a
 from testbed.loaders import archive_image, synthetic_image
 
 BASE = [("bin", None), ("bin/sh", b"#!/bin/fake\n")]
-TAGS = ["127.0.0.1:5000/app:v1", "hello-world:latest"]
+TAGS = ("127.0.0.1:5000/app:v1", "hello-world:latest")
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +74,7 @@ def test_bad_names(bad):
 @pytest.mark.parametrize("fmt", ["docker-archive", "oci-archive"])
 @pytest.mark.parametrize("compression", ["none", "gzip"])
 def test_read_our_archives(tmp_path, images, fmt, compression):
-    tags = TAGS if fmt == "docker-archive" else TAGS[:1]   # podman wants one index.json entry in an oci-archive
+    tags = list(TAGS if fmt == "docker-archive" else TAGS[:1])   # podman wants one index.json entry in an oci-archive
     dest, result = write(tmp_path, images["a"], fmt, compression, tags=tags)
     info = R.read_archive(dest)
     assert info.kind == fmt
@@ -230,7 +230,7 @@ def test_load_decisions(tmp_path, images):
     assert (res["changed"], res["loaded"], res["runtime"]) == (True, True, "docker")
     assert "load" not in docker.calls and not docker.images            # check mode changes nothing
     res = load(a)
-    assert (res["changed"], res["loaded"], res["repo_tags"]) == (True, True, TAGS)
+    assert (res["changed"], res["loaded"], res["repo_tags"]) == (True, True, list(TAGS))
     assert res["diff"]["after"]["images"] == {TAGS[0]: ida, TAGS[1]: ida}
     res = load(a)
     assert (res["changed"], res["loaded"], res["actions"]) == (False, False, [])
