@@ -275,3 +275,26 @@ def test_no_runtime(tmp_path, images):
     assert "podman: the podman command is not installed" in msg
     assert "containerd: containerd is not running: no socket at" in msg
     assert os.path.exists(a)
+
+
+class FakeModule:
+    """run_command as ansible-core runs it, as far as module_runner relies on it (Popen, callback, wait)."""
+
+    def run_command(self, args, before_communicate_callback=None, expand_user_and_vars=True):
+        import subprocess
+        assert expand_user_and_vars is False    # arguments reach the runtime as given
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        if before_communicate_callback:
+            before_communicate_callback(proc)
+        out, err = proc.communicate()
+        return proc.returncode, out.decode(), err.decode()
+
+
+def test_module_runner_timeout():
+    import time
+    run = R.module_runner(FakeModule(), timeout=30)
+    assert run(["sh", "-c", "echo hi; echo oops >&2; exit 3"]) == (3, "hi\n", "oops\n")
+    started = time.time()
+    rc, _out, err = run(["sleep", "30"], 1)
+    assert time.time() - started < 10
+    assert rc == -9 and err == "timed out after 1 seconds: sleep 30"
