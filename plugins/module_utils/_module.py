@@ -13,7 +13,6 @@ __metaclass__ = type
 
 import gc
 import os
-import stat
 import time
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
@@ -223,7 +222,8 @@ class RegistryModule:
             self.module.fail_json(msg=str(exc), **self.result)
         except (OSError, IOError) as exc:
             self._finish()
-            self.module.fail_json(msg=destination.describe_os_error(exc), **self.result)
+            self.module.fail_json(msg=destination.describe_os_error(exc, exc.filename or self.params.get("dest")),
+                                  **self.result)
         self._finish()
         self.module.exit_json(**self.result)
 
@@ -265,16 +265,10 @@ class RegistryModule:
         return changed
 
     def _apply_to_dir(self, path, args, changed, diff):
-        changed = self.module.set_fs_attributes_if_different(dict(args, path=path), changed, diff=diff)
-        if args.get("mode") is None:
-            return changed
-        current = stat.S_IMODE(os.stat(path).st_mode)
-        wanted = current | ((current & 0o444) >> 2)
-        if wanted != current:
-            if not self.check_mode:
-                os.chmod(path, wanted)
-            changed = True
-        return changed
+        args = dict(args, path=path)
+        if args.get("mode") is not None:
+            args["mode"] = "0%o" % directory_mode(self.module, path, args["mode"])
+        return self.module.set_fs_attributes_if_different(args, changed, diff=diff)
 
     def write_bytes(self, dest, data, follow=False):
         """Put ``data`` at ``dest`` atomically unless it is already there; returns True if it changed."""
@@ -282,3 +276,17 @@ class RegistryModule:
         if self.diff_mode:
             self.result["diff"] = {"before": {"dest": dest, "digest": old}, "after": {"dest": dest, "digest": new}}
         return self.apply_file_attributes(dest, new != old)
+
+
+def directory_mode(module, path, mode):
+    """The mode a directory gets for a file ``mode`` (octal or symbolic): the same bits plus execute
+    wherever read is given, so that the tree stays traversable (ansible.builtin.file with recurse does
+    the same for directories with X)."""
+    if isinstance(mode, int):
+        bits = mode
+    elif isinstance(mode, str) and mode.isdigit():
+        bits = int(mode, 8)
+    else:
+        bits = module._symbolic_mode_to_octal(os.stat(path), mode)
+    bits &= 0o7777
+    return bits | ((bits & 0o444) >> 2)

@@ -111,6 +111,14 @@ def check_dest(path, kind="file", follow=False):
     return target
 
 
+def _worth_resuming(exc):
+    """Whether a run that ended with ``exc`` leaves partial downloads worth resuming: it was cut off (the
+    network, a full disk, a signal, credentials to fix), not refused for what it fetched (a digest, a bomb)."""
+    from ansible_collections.hocker.registry.plugins.module_utils._registry.errors import (
+        AuthenticationError, RateLimited, TransportError)
+    return isinstance(exc, (TransportError, RateLimited, AuthenticationError, OSError, KeyboardInterrupt, SystemExit))
+
+
 def _new_file_mode():
     umask = os.umask(0)
     os.umask(umask)
@@ -182,9 +190,10 @@ def put_bytes(dest, data, dry_run=False, follow=False):
 class WorkDir:
     """The locked work directory of one ``dest`` (see the module docstring); a context manager.
 
-    ``path(name)`` names a file inside. ``done()`` marks success: the directory is removed on exit. A run
-    that fails keeps only its partial downloads (``*.partial``), for the next run to resume; with none, the
-    directory goes too. Entering removes whatever else a killed run left.
+    ``path(name)`` names a file inside. ``done()`` marks success: the directory is removed on exit. A run cut
+    off by the network, a full disk or a signal keeps only its partial downloads (``*.partial``), for the
+    next run to resume; any other failure (a blob that does not verify, a decompression bomb) removes the
+    directory. Entering removes whatever else a killed run left.
     """
 
     def __init__(self, dest):
@@ -242,9 +251,9 @@ class WorkDir:
     def done(self):
         self.succeeded = True
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, exc, traceback):
         try:
-            resumable = not self.succeeded and self._keep_only_partials()
+            resumable = not self.succeeded and _worth_resuming(exc) and self._keep_only_partials()
         except OSError:
             resumable = True
         if not resumable:

@@ -30,7 +30,7 @@ import os
 import re
 
 from ansible_collections.hocker.registry.plugins.module_utils._registry.errors import (
-    DigestMismatch, RegistryError, TransportError)
+    DigestMismatch, LimitExceeded, RegistryError, TransportError)
 from ansible_collections.hocker.registry.plugins.module_utils._registry.sinks import NullSink
 from ansible_collections.hocker.registry.plugins.module_utils._registry.transport import (
     backoff_delay, safe_url, stream_errors)
@@ -292,8 +292,8 @@ def download(client, descriptor, partial_path=None, sink_factory=None, cancel=No
     except BaseException as exc:
         partial.close()
         attempts.sink.abandon()
-        if isinstance(exc, DigestMismatch):
-            partial.discard()
+        if isinstance(exc, (DigestMismatch, LimitExceeded)):
+            partial.discard()    # nothing worth resuming: the same bytes would fail the same way
         raise
     if not verifier.matches():
         partial.discard()

@@ -25,9 +25,10 @@ from ansible_collections.hocker.registry.plugins.module_utils._registry import d
 from ansible_collections.hocker.registry.plugins.module_utils._registry.compression import DecompressionError
 from ansible_collections.hocker.registry.plugins.module_utils._registry import jsonutil
 from ansible_collections.hocker.registry.plugins.module_utils._registry.destination import (
-    check_dest, install, known_output, remember_output, safe_write)
+    check_dest, install, known_output, read_record, remember_output, safe_write)
 from ansible_collections.hocker.registry.plugins.module_utils._registry.download import download, fetch_to_store
-from ansible_collections.hocker.registry.plugins.module_utils._registry.errors import DigestMismatch, NotFound
+from ansible_collections.hocker.registry.plugins.module_utils._registry.errors import (
+    DigestMismatch, LimitExceeded, NotFound)
 from ansible_collections.hocker.registry.plugins.module_utils._registry.manifest import config_diff_ids
 from ansible_collections.hocker.registry.plugins.module_utils._registry.sinks import (
     DEFAULT_INFLATION_RATIO, InflateBounds, RewoundFile, Unpacker, decompress_stream)
@@ -118,15 +119,23 @@ class LayerJob:
     def _known_locally(self, target, current):
         """True when ``dest`` provably holds the layer: its record names what the reference resolves to now,
         or it was asked for by digest (and is not decompressed) and hashes to it."""
-        record = known_output(target, self.reference, self._request_key(), self._current_top, RECORD_VERSION)
-        if record is not None:
-            self.result.update(dict((k, v) for k, v in jsonutil.get_dict(record, "result").items() if k in _RESULT_KEYS))
-            self.result["image"] = str(self.reference)
-            return True
         if self.wanted is not None and not self.request.decompress and current == self.wanted:
+            # asked for by digest and already there: nothing to ask the registry (it may be down)
+            self.result.update(self._recorded(read_record(target)))
             self.result.update(image=str(self.reference), layer_digest=self.wanted, size=os.path.getsize(target))
             return True
+        record = known_output(target, self.reference, self._request_key(), self._current_top, RECORD_VERSION)
+        if record is not None:
+            self.result.update(self._recorded(record))
+            self.result["image"] = str(self.reference)
+            return True
         return False
+
+    def _recorded(self, record):
+        """The result fields a record kept on dest by this request holds (none from another request)."""
+        if not isinstance(record, dict) or record.get("request") != self._request_key():
+            return {}
+        return dict((k, v) for k, v in jsonutil.get_dict(record, "result").items() if k in _RESULT_KEYS)
 
     # ---------------------------------------------------------------- from the registry (or the store)
     def _select(self):
@@ -182,8 +191,8 @@ class LayerJob:
                 os.fsync(handle.fileno())
             self.result["resumed"] = result.resumed
             install(unpacking, target)
-        except (DigestMismatch, DecompressionError):
-            _remove(partial)   # a verified blob whose content is wrong: nothing to resume from
+        except (DigestMismatch, DecompressionError, LimitExceeded):
+            _remove(partial)   # a verified blob whose content is wrong or too big: nothing to resume from
             raise
         finally:
             _remove(unpacking)
