@@ -101,6 +101,7 @@ EXAMPLES = r"""
 - name: Same layer on a host without network, from the blob store
   hocker.registry.docker_registry_layer:
     image: reg.example.com/team/app:1.2
+    platform: linux/arm64
     layer: "{{ app.manifest.layers[0].digest }}"
     cache_dir: /var/cache/hocker
     offline: true
