@@ -65,8 +65,8 @@ options:
     default: uncompressed
   compression:
     description:
-      - V(gzip) compresses the whole archive (hocker's C(.tar.gz)); C(docker load) reads it, Debian 12's
-        podman 4.3 does not.
+      - V(gzip) compresses the whole archive (hocker's C(.tar.gz)); C(docker load) and C(podman load) read it,
+        C(ctr images import), C(skopeo) and C(podman pull docker-archive:) do not.
     type: str
     choices: [none, gzip]
     default: none
