@@ -88,6 +88,7 @@ def run_playbook(plays, workdir, env, extra_vars):
     full_env.update(env)
     full_env.update({
         "HOME": home,
+        "ANSIBLE_ASYNC_DIR": os.path.join(workdir, "async"),
         "ANSIBLE_COLLECTIONS_PATH": PYROOT,
         "ANSIBLE_NOCOLOR": "1",
         "ANSIBLE_FORCE_COLOR": "0",
