@@ -126,11 +126,13 @@ def test_example(example, example_registries, example_host, pushed, tmp_path, re
     push_wanted(rewriter, example_registries, pushed)
     plays = examples.finish(example, data, rewriter)
     env = dict(example_host)
-    if examples.uses(example.text, "docker", "image_load", "containerd", "ctr"):
+    # runtimes: when the example names one, or loads images (a role may load through image_load)
+    loads = example.kind == "role" or examples.uses(example.text, "image_load", "load")
+    if loads or examples.uses(example.text, "docker", "containerd", "ctr"):
         dockerd = request.getfixturevalue("dockerd")
         env["DOCKER_HOST"] = "unix://" + dockerd.socket
         env["CONTAINERD_ADDRESS"] = dockerd.containerd.socket
-    if examples.uses(example.text, "podman", "image_load"):
+    if loads or examples.uses(example.text, "podman"):
         env.update(podman_env(str(tmp_path / "podman")))
     basic = example_registries["basic"]
     extra_vars = {
