@@ -25,7 +25,6 @@ bytes the registry served. ``FLEET.json`` is a list of rows, or ``{"rows": [...]
 import argparse
 import json
 import os
-import re
 import statistics
 import sys
 

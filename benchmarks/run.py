@@ -628,7 +628,8 @@ def main(argv=None):
     log("report written to %s" % output)
     if args.charts:
         sys.path.insert(0, HERE)
-        import charts  # pylint: disable=import-outside-toplevel  (matplotlib only when charts are asked for)
+        # matplotlib is imported only when charts are asked for
+        import charts  # pylint: disable=import-outside-toplevel
         for path in charts.image_charts(charts.read_results(os.path.splitext(output)[0] + ".json"), args.charts):
             log("chart written to %s" % path)
     return 0

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """The guides in docs/*.md, as antsibull-docs extra docs (docs/docsite/rst/*.rst) for the docs site.
 
 The Markdown files in ``docs/`` are the one source of the guides (GitHub shows them, the README links them).
@@ -137,7 +136,7 @@ class Converter:
         text = plain_text(node).strip() or href
         if re.match(r"^[a-z][a-z0-9+.-]*:", href):
             return "`%s <%s>`__" % (escape(text).replace("<", "\\<"), href)
-        target, _, anchor = href.partition("#")
+        target, anchor = (href.split("#", 1) + [""])[:2]
         if not target:
             return ":ref:`%s <%s>`" % (escape(text).replace("<", "\\<"), self.anchor_label(self.stem, anchor, node))
         resolved = os.path.normpath(os.path.join(os.path.dirname(self.path), target))
