@@ -38,8 +38,8 @@ COLLECTION = "hocker.registry"
 HUB_HOSTS = {"docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"}
 PATH_ROOTS = ("srv", "var", "opt", "data", "mnt", "home", "run", "tmp")
 _PATH_RE = re.compile(r"(?<![\w./:${}-])/(%s)(?=/)" % "|".join(PATH_ROOTS))
-_LOOKUP_RE = re.compile(
-    r"""((?:lookup|query|q)\(\s*['"](?:hocker\.registry\.)?image_digest['"]\s*,\s*)(['"])([^'"]+)\2""")
+_LOOKUP_RE = re.compile(r"""((?:lookup|query|q)\(\s*['"]hocker\.registry\.image_digest['"]\s*,)([^)]*)\)""")
+_LOOKUP_REF_RE = re.compile(r"""^(\s*)(['"])([^'"]+)\2""")
 _LOOKUP_REGISTRY_RE = re.compile(r"""(registry\s*=\s*)(['"])([^'"]+)\2""")
 _DIGEST_RE = re.compile(r"@sha256:[0-9a-fA-F]{64}")
 CREDENTIAL_KEYS = ("username", "password")
@@ -185,12 +185,15 @@ class Rewriter:
     def scan(self, data):
         """Find the registry hosts that the example gives credentials for."""
         for d in _dicts(data):
-            if any(k in d for k in CREDENTIAL_KEYS):
+            keys = _base_keys(d)
+            if not any(b in CREDENTIAL_KEYS for b in keys.values()):
+                continue
+            for k, b in keys.items():
                 host = None
-                if isinstance(d.get("registry"), str):
-                    host = host_of_url(d["registry"])[1]
-                elif isinstance(d.get("image"), str):
-                    host = split_reference(_static_part(d["image"]))[0]
+                if b == "registry" and isinstance(d[k], str):
+                    host = host_of_url(d[k])[1]
+                elif b == "image" and isinstance(d[k], str):
+                    host = split_reference(_static_part(d[k]))[0]
                 if host:
                     self.credential_hosts.add(host)
 
@@ -202,14 +205,12 @@ class Rewriter:
         return "token"
 
     # -- rewriting -----------------------------------------------------------------------------------
-    def reference(self, ref, tag=None, registry_given=False):
+    def reference(self, ref, tag=None):
         """Rewrite an image reference (without a registry option); keeps a Jinja suffix untouched."""
         static, rest = _static_prefix(ref)
         if not static:
             return ref
         host, path = split_reference(static)
-        if registry_given:
-            return ref      # the registry option names the registry; image is a path on it
         mode = self.mode_of(host)
         if host is None or host in HUB_HOSTS:
             if "/" not in path.split("@")[0].split(":")[0]:
@@ -246,42 +247,87 @@ class Rewriter:
         return _DIGEST_RE.sub("@" + digest, ref) if digest else ref
 
     def apply(self, data):
-        """Rewrite parsed example data in place (see the module docstring)."""
+        """Rewrite parsed example data in place (see the module docstring); returns the rewritten data."""
         self.scan(data)
-        for d in _dicts(data):
-            registry_given = isinstance(d.get("registry"), str) and d["registry"].strip() != ""
-            if registry_given:
-                mode = self.mode_of(host_of_url(d["registry"])[1])
-                if isinstance(d.get("image"), str):
-                    static, _rest = _static_prefix(d["image"])
-                    self._want(mode, static, d.get("tag") if isinstance(d.get("tag"), str) else None)
-                d["registry"] = self.registry_url(d["registry"])
-            if isinstance(d.get("image"), str):
-                d["image"] = self.reference(d["image"], d.get("tag") if isinstance(d.get("tag"), str) else None,
-                                            registry_given)
-            if isinstance(d.get("registry_mirrors"), list):
-                d["registry_mirrors"] = [self.registries["anonymous"].url if isinstance(u, str) else u
-                                         for u in d["registry_mirrors"]]
-            if any(k in d for k in CREDENTIAL_KEYS):
-                basic = self.registries["basic"]
-                if "username" in d:
-                    d["username"] = basic.username
-                if "password" in d:
-                    d["password"] = basic.password
+        self._walk(data, None)
         return _map_strings(data, self.string)
+
+    def _walk(self, node, registry_mode):
+        """Rewrite the dicts of ``node``; ``registry_mode`` is set below a dict that names a registry (its
+        images are paths on that registry: a role's ``image_deploy_registry`` with its ``image_deploy_images``)."""
+        if isinstance(node, list):
+            for value in node:
+                self._walk(value, registry_mode)
+            return
+        if not isinstance(node, dict):
+            return
+        keys = _base_keys(node)
+        for k, b in keys.items():
+            if b == "registry" and isinstance(node[k], str) and node[k].strip():
+                registry_mode = self.mode_of(host_of_url(node[k])[1])
+                node[k] = self.registry_url(node[k])
+        tag = next((node[k] for k, b in keys.items() if b == "tag" and isinstance(node[k], str)), None)
+        basic = self.registries["basic"]
+        for k, b in keys.items():
+            value = node[k]
+            if b == "image" and isinstance(value, str):
+                static = _static_part(value)
+                if registry_mode is not None and split_reference(static)[0] is None:
+                    if static:
+                        self._want(registry_mode, static, tag, complete="{{" not in value)
+                else:
+                    node[k] = self.reference(value, tag)
+            elif b == "registry_mirrors" and isinstance(value, list):
+                node[k] = [self.registries["anonymous"].url if isinstance(u, str) else u for u in value]
+            elif b == "username" and isinstance(value, str):
+                node[k] = basic.username
+            elif b == "password" and isinstance(value, str):
+                node[k] = basic.password
+        for value in node.values():
+            if isinstance(value, (dict, list)):
+                self._walk(value, registry_mode)
 
     def string(self, s):
         s = _PATH_RE.sub(lambda m: "%s/%s" % (self.scratch, m.group(1)), s)
         for token in re.findall(re.escape(self.scratch) + r"/[^\s'\"]*", s):
             self.directories.add(os.path.dirname(token.split("{{")[0]))
 
-        def lookup_ref(m):
-            return m.group(1) + m.group(2) + self.reference(m.group(3)) + m.group(2)
-
         if "image_digest" in s:
-            s = _LOOKUP_RE.sub(lookup_ref, s)
-            s = _LOOKUP_REGISTRY_RE.sub(lambda m: m.group(1) + m.group(2) + self.registry_url(m.group(3)) + m.group(2), s)
+            s = _LOOKUP_RE.sub(self._lookup_call, s)
         return s
+
+    def _lookup_call(self, m):
+        """One image_digest lookup call: its reference (first argument) and ``registry=`` keyword."""
+        args = m.group(2)
+        registry = _LOOKUP_REGISTRY_RE.search(args)
+        ref = _LOOKUP_REF_RE.match(args)
+        if registry:
+            mode = self.mode_of(host_of_url(registry.group(3))[1])
+            if ref:
+                self._want(mode, ref.group(3), None)
+            args = _LOOKUP_REGISTRY_RE.sub(
+                lambda r: r.group(1) + r.group(2) + self.registry_url(r.group(3)) + r.group(2), args)
+        elif ref:
+            args = _LOOKUP_REF_RE.sub(
+                lambda r: r.group(1) + r.group(2) + self.reference(r.group(3)) + r.group(2), args, count=1)
+        return m.group(1) + args + ")"
+
+
+_OPTION_KEYS = ("registry_mirrors", "registry", "username", "password", "image", "tag")
+
+
+def _base_keys(d):
+    """{key: the option it stands for} for the keys of ``d`` that are image options, also with a prefix
+    (a role's ``image_deploy_registry`` stands for ``registry``)."""
+    out = {}
+    for key in d:
+        if not isinstance(key, str):
+            continue
+        for option in _OPTION_KEYS:
+            if key == option or key.endswith("_" + option):
+                out[key] = option
+                break
+    return out
 
 
 def _static_part(value):

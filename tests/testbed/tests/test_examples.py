@@ -61,6 +61,8 @@ def test_lookup_jinja_and_paths_in_commands():
         - name: pin
           ansible.builtin.set_fact:
             image: "ghcr.io/o/app@{{ lookup('hocker.registry.image_digest', 'ghcr.io/o/app:1.2', platform='linux/arm64') }}"
+        - ansible.builtin.debug:
+            msg: "{{ lookup('hocker.registry.image_digest', 'team/app:2', registry='https://reg.example.com') }}"
         - ansible.builtin.command: docker load -i /srv/images/x.tar
         - ansible.builtin.debug:
             msg: "/srv/layers/{{ item }}.tar but not http://host/srv/x"
@@ -69,9 +71,11 @@ def test_lookup_jinja_and_paths_in_commands():
     assert tasks[0]["ansible.builtin.set_fact"]["image"] == (
         "127.0.0.1:1003/o/app@{{ lookup('hocker.registry.image_digest', '127.0.0.1:1003/o/app:1.2', "
         "platform='linux/arm64') }}")
-    assert tasks[1]["ansible.builtin.command"] == "docker load -i /S/srv/images/x.tar"
-    assert tasks[2]["ansible.builtin.debug"]["msg"] == "/S/srv/layers/{{ item }}.tar but not http://host/srv/x"
-    assert ("token", "o/app", "1.2") in wanted
+    assert tasks[1]["ansible.builtin.debug"]["msg"] == (
+        "{{ lookup('hocker.registry.image_digest', 'team/app:2', registry='http://127.0.0.1:1003') }}")
+    assert tasks[2]["ansible.builtin.command"] == "docker load -i /S/srv/images/x.tar"
+    assert tasks[3]["ansible.builtin.debug"]["msg"] == "/S/srv/layers/{{ item }}.tar but not http://host/srv/x"
+    assert ("token", "o/app", "1.2") in wanted and ("token", "team/app", "2") in wanted
 
 
 def test_playbooks_target_localhost_and_inputs_are_made(tmp_path):
@@ -103,3 +107,26 @@ def test_collect_finds_modules_and_role_readmes(tmp_path):
         "# deploy\n\n```yaml\nimage_deploy_dest: /srv\n```\n\n```yaml\n- hosts: all\n  roles: [deploy]\n```\n")
     found = examples.collect(str(tmp_path))
     assert [e.id for e in found] == ["lookup:look", "module:thing", "role:deploy#2"]
+
+
+def test_role_variables_with_a_registry():
+    plays, wanted = rewrite("""
+        - hosts: nodes
+          roles:
+            - role: hocker.registry.image_deploy
+              vars:
+                image_deploy_registry: https://reg.example.com:8443
+                image_deploy_username: deploy
+                image_deploy_password: "{{ vault_registry_password }}"
+                image_deploy_dest: /srv/images
+                image_deploy_images:
+                  - image: team/app:1.2
+                    platform: linux/arm64
+                  - image: team/db
+        """, kind="role", name="image_deploy")
+    role_vars = plays[0]["roles"][0]["vars"]
+    assert role_vars["image_deploy_registry"] == "https://127.0.0.1:1002"
+    assert (role_vars["image_deploy_username"], role_vars["image_deploy_password"]) == ("tester", "secret")
+    assert role_vars["image_deploy_dest"] == "/S/srv/images"
+    assert [i["image"] for i in role_vars["image_deploy_images"]] == ["team/app:1.2", "team/db"]
+    assert set(wanted) == {("basic", "team/app", "1.2"), ("basic", "team/db", "latest")}
