@@ -610,6 +610,8 @@ def main(argv=None):
     parser.add_argument("--registry-workdir", help="keep the registry's storage here (re-used by later runs, "
                                                    "so images are seeded only once)")
     parser.add_argument("--output", help="the Markdown report (default benchmarks/results/<date>.md)")
+    parser.add_argument("--charts", metavar="DIR", help="also draw the results as PNG charts into DIR "
+                                                        "(benchmarks/charts.py)")
     args = parser.parse_args(argv)
 
     profile = "smoke" if args.smoke else "quick" if args.quick else "full"
@@ -660,6 +662,12 @@ def main(argv=None):
         json.dump({"profile": profile, "big_size": big_size, "realistic_size": realistic_size, "reps": reps,
                    "rows": raw}, f, indent=1)
     log("report written to %s" % output)
+    if args.charts:
+        sys.path.insert(0, HERE)
+        # matplotlib is imported only when charts are asked for
+        import charts  # pylint: disable=import-outside-toplevel
+        for path in charts.image_charts(charts.read_results(os.path.splitext(output)[0] + ".json"), args.charts):
+            log("chart written to %s" % path)
     return 0
 
 

@@ -43,14 +43,14 @@ seealso:
 """
 
 EXAMPLES = r"""
-- name: Read the config of an image and show its entrypoint
+- name: Read the config of an image and show what it runs
   hocker.registry.docker_registry_config:
     image: ghcr.io/owner/app:1.2
   register: cfg
 
-- name: Print the entrypoint
+- name: Print the entrypoint and command (an image may set either, or both)
   ansible.builtin.debug:
-    msg: "{{ cfg.config.config.Entrypoint }}"
+    msg: "{{ cfg.config.config.Entrypoint | default([]) + cfg.config.config.Cmd | default([]) }}"
 
 - name: Save the arm/v7 config next to the layers of an image
   hocker.registry.docker_registry_config:

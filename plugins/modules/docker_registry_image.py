@@ -69,7 +69,7 @@ options:
   compression:
     description:
       - V(gzip) compresses the whole archive (hocker's C(.tar.gz)); C(docker load) and C(podman load -i) read
-        it (C(podman pull docker-archive:) and C(skopeo inspect docker-archive:) do not).
+        it; C(ctr images import), C(skopeo) and C(podman pull docker-archive:) do not.
     type: str
     choices: [none, gzip]
     default: none

@@ -10,8 +10,8 @@ Known loader limits, asserted below so that a change of the installed tools show
   (``layers: compressed`` of a zstd image) fails to load; ``layers: uncompressed`` loads.
 - dockerd 20.10 (classic store) needs ``manifest.json``: it cannot load oci-archive.
 - oci-image-tool 1.0.0-rc1 predates the zstd layer media type and rejects it.
-- podman 4.3 cannot load a gzip-compressed docker-archive (per the brief), so the ``.tar.gz`` output is
-  loaded with docker only (``ctr images import`` of containerd 1.6 does not decompress it either).
+- the ``.tar.gz`` output is loaded with docker here; ``podman load -i`` reads it too, ``podman pull
+  docker-archive:``, skopeo and ``ctr images import`` do not (asserted in test_gzip_archives.py).
 - podman 4.3 cannot load an oci-archive with several repo_tags (several index.json entries: "more than one
   image in oci, choose an image"); a docker-archive with several tags loads through its manifest.json.
 """
