@@ -39,11 +39,12 @@ def example_host(tmp_path_factory, registry_basic):
     docker_config.mkdir()
     token = base64.b64encode(("%s:%s" % (registry_basic.username, registry_basic.password)).encode()).decode()
     (docker_config / "config.json").write_text(json.dumps({"auths": {registry_basic.host: {"auth": token}}}))
-    certs_d = base / "certs.d" / registry_basic.host
+    # the per-user certs.d root every run consults: ~/.config/containers/certs.d/<host:port>/
+    certs_d = base / "home" / ".config" / "containers" / "certs.d" / registry_basic.host
     certs_d.mkdir(parents=True)
     with open(registry_basic.ca_path, "rb") as src:
         (certs_d / "ca.crt").write_bytes(src.read())
-    return {"DOCKER_CONFIG": str(docker_config), "HOCKER_CERTS_D": str(base / "certs.d")}
+    return {"DOCKER_CONFIG": str(docker_config), "HOME": str(base / "home")}
 
 
 @pytest.fixture(scope="session")

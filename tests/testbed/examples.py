@@ -17,7 +17,7 @@ instead of the registries it names, and run with ``ansible-playbook``. What is r
 * plays target ``localhost`` (``connection: local``).
 
 The environment gives what a real host would have set up once: stored credentials for the basic registry
-(``DOCKER_CONFIG``), its CA in a certs.d directory (``HOCKER_CERTS_D``), a private dockerd (``DOCKER_HOST``),
+(``DOCKER_CONFIG``), its CA in the user's certs.d directory (``HOME``), a private dockerd (``DOCKER_HOST``),
 containerd (``CONTAINERD_ADDRESS``) and podman storage (``CONTAINERS_STORAGE_CONF``) when an example uses
 them. Every repository an example names is pushed to its registry first: a multi-platform OCI index
 (linux/amd64, linux/arm64/v8, linux/arm/v7 and an attestation) under the tag it names.
