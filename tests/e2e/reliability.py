@@ -88,7 +88,7 @@ def main(argv=None):
                                                    "docs/reliability.md", "generated"))
         print("\ndocs/reliability.md does not match this test run: run python tests/e2e/reliability.py --write")
         return 1
-    print("docs/reliability.md matches the test run (%d cases)" % text.count("\n| ") )
+    print("docs/reliability.md matches the test run (%d cases)" % text.count("\n| "))
     return 0
 
 
