@@ -118,7 +118,23 @@ def _timed(cmd, env=None, cwd=None):
     return Run(seconds, rss, proc.returncode, {"stdout": proc.stdout}, cpu)
 
 
-def run_module(name, args, extra_env=None):
+BASELINE = {}   # "pyroot": a directory whose ansible_collections/hocker/registry is another checkout
+
+
+def baseline_pyroot(checkout):
+    """A Python root in which ``ansible_collections.hocker.registry`` is ``checkout`` (another version of the
+    collection, e.g. a worktree at an older commit), for paired before/after rows."""
+    root = os.path.join(ROOT, ".build", "pyroot-baseline")
+    coll = os.path.join(root, "ansible_collections", "hocker")
+    os.makedirs(coll, exist_ok=True)
+    link = os.path.join(coll, "registry")
+    if os.path.islink(link):
+        os.unlink(link)
+    os.symlink(os.path.abspath(checkout), link)
+    return root
+
+
+def run_module(name, args, extra_env=None, pyroot=None):
     """Run a module as Ansible does (a python process given an args file); wall time includes start-up."""
     modrun.ensure_pyroot()
     payload = dict(args)
@@ -129,7 +145,7 @@ def run_module(name, args, extra_env=None):
     with os.fdopen(fd, "w") as handle:
         json.dump({"ANSIBLE_MODULE_ARGS": payload}, handle)
     env = dict(os.environ)
-    env["PYTHONPATH"] = modrun.PYROOT + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONPATH"] = (pyroot or modrun.PYROOT) + os.pathsep + env.get("PYTHONPATH", "")
     env.update(extra_env or {})
     cmd = modrun.module_command(name, path, measure_rss=True)
     try:
@@ -268,9 +284,10 @@ def case_job(target, dest, layers, placement="auto", inflater="auto"):
     return run
 
 
-def case_hocker(target, dest, layers, extra_env=None):
+def case_hocker(target, dest, layers, extra_env=None, pyroot=None):
     _remove(dest)
-    run = run_module("docker_registry_image", {"image": target.image, "dest": dest, "layers": layers}, extra_env)
+    run = run_module("docker_registry_image", {"image": target.image, "dest": dest, "layers": layers}, extra_env,
+                     pyroot)
     _remove(dest)
     return run
 
@@ -382,6 +399,11 @@ def bench_image(target, workdir, reps, with_ansible):
     if HAS_ISAL:
         cases.insert(2, ("hocker uncompressed, zlib", lambda: case_job(target, dest, "uncompressed", inflater="zlib")))
     cases.insert(2, ("hocker uncompressed, job", lambda: case_job(target, dest, "uncompressed")))
+    if BASELINE.get("pyroot"):
+        # the same module from another checkout (--baseline), paired with this one on the same registry
+        root = BASELINE["pyroot"]
+        cases.insert(2, ("baseline compressed", lambda: case_hocker(target, dest, "compressed", pyroot=root)))
+        cases.insert(2, ("baseline uncompressed", lambda: case_hocker(target, dest, "uncompressed", pyroot=root)))
     log("%s: %d layers, %.1f MB of blobs, %d repetitions" % (title, len(target.layers), target.total_size / MB,
                                                              reps))
     runs = paired(cases, reps)
@@ -393,12 +415,14 @@ def bench_image(target, workdir, reps, with_ansible):
             _pair_ratios(row, runs[name], "skopeo", runs["skopeo"])
         if name != "curl":
             _pair_ratios(row, runs[name], "curl", runs["curl"])
-        if name.startswith("hocker"):
+        if name.startswith(("hocker", "baseline")):
             row.extra["bytes_downloaded"] = runs[name][-1].detail.get("bytes_downloaded")
             _pair_ratios(row, runs[name], "curl sequential", runs["curl sequential"])
             row.note = "%.2fx sequential curl" % row.ratio("curl sequential")
         if name == "curl sequential":
             row.note = "one transfer at a time (reference only)"
+        if name.startswith("baseline "):
+            row.note = "the module of the --baseline checkout (%s); " % BASELINE.get("label") + row.note
         if name == "hocker uncompressed, job":
             row.note = "the module's image job without the Ansible module around it (the reference of the next " \
                 "two rows); " + row.note
@@ -612,7 +636,13 @@ def main(argv=None):
     parser.add_argument("--output", help="the Markdown report (default benchmarks/results/<date>.md)")
     parser.add_argument("--charts", metavar="DIR", help="also draw the results as PNG charts into DIR "
                                                         "(benchmarks/charts.py)")
+    parser.add_argument("--baseline", metavar="CHECKOUT", help="also run the module of another checkout of the "
+                        "collection (e.g. a git worktree at an older commit), paired with this one")
     args = parser.parse_args(argv)
+    if args.baseline:
+        BASELINE["pyroot"] = baseline_pyroot(args.baseline)
+        BASELINE["label"] = subprocess.run(["git", "-C", args.baseline, "log", "-1", "--format=%h"],
+                                           stdout=subprocess.PIPE, check=False).stdout.decode().strip() or args.baseline
 
     profile = "smoke" if args.smoke else "quick" if args.quick else "full"
     big_size, realistic_size, reps = PROFILES[profile]
