@@ -31,6 +31,7 @@ author:
   - hocker.registry developers (@hocker-registry)
 extends_documentation_fragment:
   - hocker.registry._registry
+  - hocker.registry._registry.image
   - hocker.registry._registry.attributes
   - hocker.registry._registry.actiongroup
 attributes:

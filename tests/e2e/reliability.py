@@ -70,7 +70,7 @@ def render():
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--write", action="store_true", help="write docs/reliability.md")
     parser.add_argument("--check", action="store_true", help="fail when docs/reliability.md differs")
     args = parser.parse_args(argv)

@@ -1,7 +1,6 @@
 """What a trusted tool must never do, and what users hit first (issue 12), as real module runs against the
 test bed's registries and fault proxy. Each passed case is also a row of docs/reliability.md."""
 import http.server
-import json
 import os
 import signal
 import socketserver
@@ -13,7 +12,7 @@ import time
 
 import pytest
 
-from helpers import assert_clean_failure, auth_args, sha256_file
+from helpers import assert_clean_failure, sha256_file
 from reliability import record
 from testbed.modrun import PYROOT, run_module
 from testbed.proxy import FaultProxy
