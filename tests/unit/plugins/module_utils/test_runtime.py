@@ -11,7 +11,7 @@ import tarfile
 import pytest
 
 from ansible_collections.hocker.registry.plugins.module_utils import _runtime as R
-from ansible_collections.hocker.registry.plugins.module_utils._registry import archive as A
+from ansible_collections.hocker.registry.plugins.module_utils._registry import tarwriter
 from testbed.loaders import archive_image, synthetic_image
 
 BASE = [("bin", None), ("bin/sh", b"#!/bin/fake\n")]
@@ -33,7 +33,7 @@ def images(tmp_path_factory):
 def write(tmp_path, img, fmt="docker-archive", compression="none", tags=TAGS, name="x"):
     dest = str(tmp_path / ("%s.tar%s" % (name, ".gz" if compression == "gzip" else "")))
     source = img if isinstance(img, list) else archive_image(img, "compressed")
-    result = A.write_archive(dest, source, format=fmt, layers="compressed", repo_tags=list(tags),
+    result = tarwriter.write_archive(dest, source, format=fmt, layers="compressed", repo_tags=list(tags),
                              compression=compression)
     return dest, result
 

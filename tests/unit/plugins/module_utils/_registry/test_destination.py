@@ -6,7 +6,8 @@ import stat
 import pytest
 
 from ansible_collections.hocker.registry.plugins.module_utils._registry import destination as d
-from ansible_collections.hocker.registry.plugins.module_utils._registry.errors import DestinationError
+from ansible_collections.hocker.registry.plugins.module_utils._registry.errors import (
+    DestinationError, DigestMismatch, TransportError)
 from ansible_collections.hocker.registry.plugins.module_utils._registry.reference import parse_reference
 
 
@@ -75,12 +76,12 @@ def test_put_bytes_compares_first(tmp_path):
 def test_work_dir_keeps_only_partials(tmp_path):
     dest = str(tmp_path / "img.tar")
     work_path = tmp_path / ".img.tar.hocker-work"
-    with pytest.raises(RuntimeError):
+    with pytest.raises(TransportError):            # cut off by the network: the partial stays for the next run
         with d.WorkDir(dest) as work:
             open(work.path("aaa.partial"), "wb").close()
             open(work.path("archive"), "wb").close()
             os.mkdir(work.path("out"))
-            raise RuntimeError("killed")
+            raise TransportError("connection reset", retryable=True)
     assert sorted(os.listdir(str(work_path))) == ["aaa.partial"]
     with pytest.raises(DestinationError) as exc:       # a second run on the same dest waits for nobody
         with d.WorkDir(dest):
@@ -94,6 +95,11 @@ def test_work_dir_keeps_only_partials(tmp_path):
     with pytest.raises(RuntimeError):                  # nothing to resume: nothing stays
         with d.WorkDir(dest):
             raise RuntimeError("failed")
+    assert sorted(os.listdir(str(tmp_path))) == []
+    with pytest.raises(DigestMismatch):                # refused for what it fetched: the partials go too
+        with d.WorkDir(dest) as work:
+            open(work.path("bbb.partial"), "wb").close()
+            raise DigestMismatch("blob failed verification")
     assert sorted(os.listdir(str(tmp_path))) == []
 
 
