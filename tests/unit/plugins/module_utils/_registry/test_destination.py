@@ -84,8 +84,8 @@ def test_work_dir_keeps_only_partials(tmp_path):
             raise TransportError("connection reset", retryable=True)
     assert sorted(os.listdir(str(work_path))) == ["aaa.partial"]
     with pytest.raises(DestinationError) as exc:       # a second run on the same dest waits for nobody
-        with d.WorkDir(dest):
-            with d.WorkDir(dest):
+        with d.WorkDir(str(tmp_path / "other.tar")):
+            with d.WorkDir(str(tmp_path / "other.tar")):
                 pass
     assert "another run" in str(exc.value)
     with d.WorkDir(dest) as work:
