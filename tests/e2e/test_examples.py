@@ -83,7 +83,7 @@ def run_playbook(plays, workdir, env, extra_vars):
         yaml.safe_dump(plays, f, sort_keys=False)
     with open(os.path.join(workdir, "extra-vars.json"), "w") as f:
         json.dump(extra_vars, f)
-    home = os.path.join(workdir, "home")
+    home = env.get("HOME") or os.path.join(workdir, "home")   # the example host's home: its certs.d
     os.makedirs(home, exist_ok=True)
     full_env = dict(os.environ)
     full_env.update(env)
