@@ -193,7 +193,10 @@ source:
   type: str
   sample: https://registry-1.docker.io
 platform:
-  description: The selected platform (V(all) with O(platform=all)).
+  description:
+    - The selected platform (V(all) with O(platform=all)).
+    - In check mode it is null for a single-platform image, whose platform is only written in its config
+      (check mode fetches no blob).
   returned: success
   type: str
   sample: linux/amd64

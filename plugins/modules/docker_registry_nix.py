@@ -196,7 +196,10 @@ config_digest:
   type: str
   sample: sha256:054abe38b1e6f863befa4258cbfaf127b1cc9440d2e2e349b15d22e676b591e7
 platform:
-  description: The selected platform, V(os/arch[/variant]).
+  description:
+    - The selected platform, V(os/arch[/variant]).
+    - In check mode it is null for a single-platform image, whose platform is only written in its config
+      (check mode fetches no blob).
   returned: when the manifest was fetched from the registry
   type: str
   sample: linux/amd64
