@@ -93,6 +93,8 @@ class LayerJob:
         target = check_dest(req.dest, "file", req.follow)
         current = digests.file_digest(target)
         if not req.force and current is not None and self._known_locally(target, current):
+            same = {"dest": req.dest, "digest": current}
+            self.result["diff"] = {"before": dict(same), "after": dict(same)}
             return self.result
         resolved, descriptor, diff_id = self._select()
         want = diff_id if req.decompress else descriptor["digest"]

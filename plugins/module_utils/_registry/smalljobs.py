@@ -82,7 +82,9 @@ class SmallOutput:
 
     def unchanged(self, record, result):
         result.update(jsonutil.get_dict(record, "result"))
-        result.update(image=str(self.ctx.reference), dest=self.dest, changed=False)
+        same = {"dest": self.dest, "digest": record.get("output")}
+        result.update(image=str(self.ctx.reference), dest=self.dest, changed=False,
+                      diff={"before": dict(same), "after": dict(same)})
         return result
 
 
@@ -123,8 +125,9 @@ def _pinned_locally(ctx, out, index):
     manifest = parse_manifest(raw, None, ref.digest, "dest %s" % out.dest)
     if manifest.is_index and not index:
         return None
+    same = {"dest": out.dest, "digest": ref.digest}
     result = {"image": str(ref), "digest": ref.digest, "manifest": manifest.data, "media_type": manifest.media_type,
-              "dest": out.dest, "changed": False}
+              "dest": out.dest, "changed": False, "diff": {"before": dict(same), "after": dict(same)}}
     if manifest.is_index:
         result["index"] = manifest.data
     else:
