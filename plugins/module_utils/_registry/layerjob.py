@@ -103,12 +103,16 @@ class LayerJob:
                 self.result["changed"] = True
                 return self.result
             self._place(target, descriptor, diff_id)
-            # a decompressed layer whose diff_id nothing gave beforehand (schema 1, an artifact) may be unchanged
-            self.result["changed"] = want is not None or req.force or digests.file_digest(target) != current
+            self.result["changed"] = self._changed(target, current, want)
         if not req.check_mode:
             remember_output(target, self.reference, self._request_key(), resolved.digest,
                             dict((k, self.result.get(k)) for k in _RESULT_KEYS), RECORD_VERSION)
         return self.result
+
+    def _changed(self, target, before, want):
+        """Whether placing the layer changed ``dest``: a decompressed layer whose diff_id nothing gave
+        beforehand (schema 1, an artifact) may be what was there."""
+        return want is not None or self.request.force or digests.file_digest(target) != before
 
     def _current_top(self):
         if self.options.offline:

@@ -165,20 +165,27 @@ class Manifest:
         return value if isinstance(value, str) and value else self.config.get("mediaType")
 
 
-def parse_manifest(raw, content_type=None, expected_digest=None, what="manifest"):
-    """Parse manifest bytes; decide the media type (Content-Type, then mediaType, then shape)."""
+def _digest_of(raw, expected_digest, what):
+    """(the digest of ``raw``, the DigestMismatch to raise unless it turns out to be a signed schema 1
+    manifest, or None); a mismatch that cannot be one is raised at once."""
     if len(raw) > MAX_MANIFEST_SIZE:
         raise ManifestError("%s is larger than the 4 MiB limit" % what)
     if expected_digest and not is_digest(expected_digest):
         raise ManifestError("cannot verify %s against %r: not a sha256/sha512 digest" % (what, expected_digest))
     algorithm = expected_digest.split(":", 1)[0] if expected_digest else "sha256"
     digest = compute_digest(raw, algorithm)
-    mismatch = None
-    if expected_digest and digest != expected_digest:
-        mismatch = DigestMismatch("%s does not match the requested digest: expected %s, got %s"
-                                  % (what, expected_digest, digest))
-        if b'"signatures"' not in raw:   # only a signed schema 1 manifest has another digest than its bytes'
-            raise mismatch
+    if not expected_digest or digest == expected_digest:
+        return digest, None
+    mismatch = DigestMismatch("%s does not match the requested digest: expected %s, got %s"
+                              % (what, expected_digest, digest))
+    if b'"signatures"' not in raw:   # only a signed schema 1 manifest has another digest than its bytes'
+        raise mismatch
+    return digest, mismatch
+
+
+def parse_manifest(raw, content_type=None, expected_digest=None, what="manifest"):
+    """Parse manifest bytes; decide the media type (Content-Type, then mediaType, then shape)."""
+    digest, mismatch = _digest_of(raw, expected_digest, what)
     data = jsonutil.loads(raw, what, limit=MAX_MANIFEST_SIZE)
     ctype = (content_type or "").split(";", 1)[0].strip().lower()
     field = data.get("mediaType")
