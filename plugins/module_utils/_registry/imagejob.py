@@ -16,6 +16,11 @@ PRIVATE to the hocker.registry collection: may change at any time.
 4. in the locked work directory: open the destination (``imagedest``), fetch the layers into it
    (``pipeline``), commit.
 
+Registry content that is kept byte for byte - the registry's index with ``platform: all``, an OCI artifact -
+is walked (``kept.walk``) and copied as it is (``imagedest.CopySpec``), whatever ``layers`` says; an artifact
+as a docker-archive is refused. A Docker schema 1 image has no config until its layers are fetched: the fetch
+computes their diff_ids, and ``schema1image.converted`` makes its schema 2 form before the commit.
+
 Nothing here imports Ansible: the module maps its options to an ``ImageRequest`` and the returned dict to
 its result; tests and benchmarks call it in-process with the placement and inflater options.
 """
@@ -258,7 +263,7 @@ class ImageJob:
                         req.compression, self.repo_tags, self.reference.containerd_name,
                         {"inputs": self._inputs(self.result["digest"]), "outputs": self._outputs(self.result["layers"])})
         pairs = [(descriptor, None) for descriptor in spec.blobs]
-        self._check_space(target, pairs)
+        self._check_space(target, pairs, compressed=True)
         with WorkDir(target) as work:
             written = self._fetch_and_commit(target, spec, work, pairs)
             work.done()
@@ -302,7 +307,7 @@ class ImageJob:
             destination.abort()
             raise
 
-    def _check_space(self, target, pairs):
+    def _check_space(self, target, pairs, compressed=False):
         """Fail before fetching when the blobs that must be downloaded cannot fit (their sizes are known; the
         uncompressed sizes are not, and are bounded while inflating)."""
         unique = dict((d["digest"], d.get("size")) for d, _diff_id in pairs)
@@ -312,7 +317,7 @@ class ImageJob:
             check_space(self.store.path, missing, "the blob store")
             missing = 0
         archive = sum(size for size in unique.values() if isinstance(size, int)) \
-            if self.request.layers == "compressed" else 0
+            if compressed or self.request.layers == "compressed" else 0
         check_space(os.path.dirname(os.path.abspath(target)) or ".", missing + archive,
                     "writing %s" % self.request.dest)
 

@@ -10,6 +10,10 @@ PRIVATE to the hocker.registry collection: may change at any time.
 the file that holds each layer); ``plan(images, format, layers, repo_tags, name, origin)`` computes the
 members (``(name, bytes or None, path or None, size)``, directories with size None), the manifests written
 and the ``index.json``. Formats, layer modes, names and the reproducibility rules: see ``tarwriter``.
+
+``Copy`` is registry content kept byte for byte (the registry's index with every manifest and blob below it,
+an OCI artifact): ``plan(copy, ...)`` lays it out in the OCI formats with ``index.json`` naming its top
+manifest; the layers mode does not apply.
 """
 
 from __future__ import absolute_import, division, print_function
