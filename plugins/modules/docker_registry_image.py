@@ -118,7 +118,7 @@ notes:
     one, and the module says so, naming its C(artifactType).
   - Index entries that name no platform are matched by the os and architecture of their image config, as
     containerd does; those configs are read only when no entry that names its platform matches (in check mode
-    too: it is the only place the platform is written).
+    too, as it is the only place the platform is written).
   - A Docker schema 1 image is read with a warning (schema 1 is deprecated) and written in its schema 2 form,
     converted as containers/image (skopeo, podman) converts it - the config is byte for byte theirs, so
     RV(config_digest) is the image ID they show; its diff_ids are computed while the layers are fetched.

@@ -333,7 +333,7 @@ class RegistryClient:
     def _noted(self, manifest, what):
         """Warn about a schema 1 manifest (once per run) and keep it for the run by digest."""
         if manifest.is_schema1:
-            self.warn(SCHEMA1_WARNING % what)
+            self.warn(SCHEMA1_WARNING % ("%s (%s)" % (self.reference, what)))
         self._by_digest[manifest.digest] = manifest
         return manifest
 

@@ -40,8 +40,8 @@ MANIFEST_TYPES = INDEX_TYPES + IMAGE_TYPES
 # schema 1 last: a registry that can convert (distribution up to 2.x) serves schema 2 to a client that asks for it
 ACCEPT = ", ".join((OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST) + DOCKER_SCHEMA1)
 IMAGE_CONFIG_TYPES = (OCI_CONFIG, DOCKER_CONFIG)
-SCHEMA1_WARNING = ("%s is a Docker schema 1 manifest: schema 1 is deprecated (docker 26 and containerd 2.1 no longer "
-                   "pull it); it is read and converted to schema 2, but push the image again with a current client")
+SCHEMA1_WARNING = ("%s is a Docker schema 1 manifest, a deprecated format (docker 26 and containerd 2.1 no longer pull "
+                   "it); it is read, but the image should be pushed again with a current client")
 
 MAX_MANIFEST_SIZE = 4 * 1024 * 1024
 MAX_CONFIG_SIZE = 4 * 1024 * 1024

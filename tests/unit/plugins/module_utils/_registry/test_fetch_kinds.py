@@ -215,8 +215,8 @@ def test_an_unplaced_artifact_without_artifact_type_has_no_platform(reg):
 def test_resolve_all_includes_unplaced_entries(unplaced):
     reg, amd, arm = unplaced
     top, images = reg.client().resolve_all()
-    assert top.is_index and [(p, m.digest) for p, m in images] == [("linux/amd64", amd["digest"]),
-                                                                    ("linux/arm64/v8", arm["digest"])]
+    assert top.is_index
+    assert [(p, m.digest) for p, m in images] == [("linux/amd64", amd["digest"]), ("linux/arm64/v8", arm["digest"])]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -313,8 +313,8 @@ def test_parse_manifest_schema1_digest_and_damage():
 def test_schema1_converted_like_skopeo(case):
     meta = json.loads(fixture(case + ".meta.json"))
     manifest = mt.parse_manifest(fixture(case + ".json"), None, meta["digest"])
-    facts = dict((digest, (diff_id, size)) for digest, diff_id, size in zip(meta["layers"], meta["diff_ids"],
-                                                                             meta["sizes"]))
+    facts = dict((digest, (diff_id, size))
+                 for digest, diff_id, size in zip(meta["layers"], meta["diff_ids"], meta["sizes"]))
     converted = schema1image.converted(manifest, facts)
     assert converted.config == fixture(case + ".config.json").rstrip(b"\n")
     assert converted.manifest.raw == fixture(case + ".schema2.json").rstrip(b"\n")
