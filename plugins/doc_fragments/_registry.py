@@ -30,7 +30,8 @@ options:
         V(linux/arm64) or V(linux/arm/v7).
       - Defaults to V(linux/) plus the architecture of the managed host. Matching follows containerd
         (V(linux/arm64) is V(linux/arm64/v8), V(linux/arm) is V(linux/arm/v7)); attestation entries are
-        skipped and nested indexes are followed.
+        skipped and nested indexes are followed. An index entry that names no platform has the platform of its
+        image config, which is read only when no entry that names one matches (as containerd does).
       - A single-platform image whose config names another os/architecture fails; an index without a
         matching entry fails and lists the platforms it offers.
       - Docker's short forms are accepted too, for Linux - V(amd64) is V(linux/amd64), V(arm64) is

@@ -15,6 +15,11 @@ description:
   - Fetches the config blob of an image (hocker's C(hocker-config)) for the selected platform, verifies it
     against its digest (the image ID), and returns it parsed.
   - With O(dest), writes the exact bytes, so the file's sha256 is the image ID.
+  - The config of an OCI artifact is returned as it is (V({}) for the empty config).
+  - A Docker schema 1 image (deprecated; a warning says so) has no config blob. Its config is made the way
+    containers/image (skopeo, podman) converts the image to schema 2, byte for byte, so RV(config_digest) is
+    the image ID they show; that needs the diff_ids of its layers, so its layers are fetched and hashed
+    (through O(cache_dir) when given) - not in check mode, where RV(config) is then null.
 author:
   - hocker.registry developers (@hocker-registry)
 extends_documentation_fragment:
@@ -27,7 +32,10 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: full
-    details: Manifests and the (small) config are fetched to know whether O(dest) would change; nothing is written.
+    details:
+      - Manifests and the (small) config are fetched to know whether O(dest) would change; nothing is written.
+      - For a Docker schema 1 image the layers would have to be fetched to compute the config, so RV(config) is
+        null and O(dest) is reported as changed unless it provably holds the config already.
   diff_mode:
     support: full
     details: Shows the digest of O(dest) before and after.

@@ -63,6 +63,8 @@ options:
         write, and what Nix's C(dockerTools) expect); each diff_id is verified while decompressing.
       - V(compressed) keeps the registry blobs as they are (smaller and faster; the digests stay the
         registry's).
+      - Registry content kept byte for byte - every platform with O(platform=all), an OCI artifact - always
+        keeps the registry blobs, whatever this says.
     type: str
     choices: [uncompressed, compressed]
     default: uncompressed
@@ -107,7 +109,19 @@ options:
     type: int
     default: 200
 notes:
-  - O(platform=all) with an OCI format keeps every platform of an index.
+  - O(platform=all) with an OCI format copies the registry's index as it is - byte for byte, with every
+    manifest it lists (attestations, artifacts and nested indexes included) and every config and blob they
+    need - so the layout's index digest is RV(digest) and signatures or attestations that name it still
+    apply (what C(skopeo copy --all) does). The layer blobs stay compressed (O(layers) does not apply).
+  - An OCI artifact (an OCI manifest whose config is not an image config - an SBOM, a signature, a Helm chart)
+    is copied byte for byte into O(format=oci-archive) or O(format=oci-dir); a V(docker-archive) cannot hold
+    one, and the module says so, naming its C(artifactType).
+  - Index entries that name no platform are matched by the os and architecture of their image config, as
+    containerd does; those configs are read only when no entry that names its platform matches (in check mode
+    too, as it is the only place the platform is written).
+  - A Docker schema 1 image is read with a warning (schema 1 is deprecated) and written in its schema 2 form,
+    converted as containers/image (skopeo, podman) converts it - the config is byte for byte theirs, so
+    RV(config_digest) is the image ID they show; its diff_ids are computed while the layers are fetched.
   - Archives without O(compression) are laid out before the layers are fetched when the layer sizes can be
     known, so that each layer is written once, straight into its place. For O(layers=uncompressed) the sizes
     come from the last four bytes of each gzip blob (one small ranged request per layer, only for layers of
@@ -176,12 +190,16 @@ digest:
   type: str
   sample: sha256:b1b8a4b1f2f6e1c9b1bc0e17a7d1f3a2f9c6f0e8a2b3d4c5e6f708192a3b4c5d
 manifest_digest:
-  description: The digest of the selected platform's image manifest (the first one with O(platform=all)).
+  description:
+    - The digest of the selected platform's image manifest (with O(platform=all), of the first image the index
+      lists that is not an attestation nor an artifact; null when it has none).
   returned: success
   type: str
   sample: sha256:6f0e8a2b3d4c5e6f708192a3b4c5db1b8a4b1f2f6e1c9b1bc0e17a7d1f3a2f9c
 config_digest:
-  description: The digest of the image config, which is the image ID docker and podman show.
+  description:
+    - The digest of the image config, which is the image ID docker and podman show (for a schema 1 image, of
+      its converted config; null in check mode, where it is not computed).
   returned: success
   type: str
   sample: sha256:0e17a7d1f3a2f9c6f0e8a2b3d4c5e6f708192a3b4c5db1b8a4b1f2f6e1c9b1bc
@@ -203,7 +221,8 @@ platform:
 layers:
   description:
     - One entry per layer of the manifest, in manifest order, repeats included (so that entry I(i) pairs with
-      the config's C(rootfs.diff_ids[i])); with O(platform=all), the layers of every platform one after another.
+      the config's C(rootfs.diff_ids[i])); with O(platform=all), the layers of every manifest the index lists
+      (attestations and artifacts included) one after another.
   returned: success
   type: list
   elements: dict
@@ -212,7 +231,9 @@ layers:
       description: The registry digest of the layer blob.
       type: str
     diff_id:
-      description: The digest of the uncompressed layer.
+      description:
+        - The digest of the uncompressed layer (null for a blob of an artifact, whose config lists none, and in
+          check mode).
       type: str
     size:
       description: The size of the registry blob.

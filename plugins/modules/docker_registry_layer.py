@@ -67,6 +67,9 @@ options:
     description:
       - Write the uncompressed tar instead of the blob as stored in the registry. gzip (also multi-member),
         zstd and uncompressed layers are handled; the result is verified against the diff_id in the image config.
+      - A blob of an OCI artifact is decompressed if it is compressed and checked against a diff_id only when
+        the artifact's config lists them; a layer of a Docker schema 1 image is checked against its blob
+        digest only (schema 1 has no diff_ids). RV(diff_id) then is the digest of what was written.
     type: bool
     default: false
   force:
@@ -82,6 +85,10 @@ options:
     type: int
     default: 200
 notes:
+  - Any blob of an OCI artifact (an SBOM, a signature, a Helm chart) is fetched like a layer, by O(index) among
+    the artifact's layers or by O(layer) digest.
+  - For a Docker schema 1 image (deprecated; a warning says so), O(index) counts the layers base first without
+    the empty steps (C(throwaway) history entries), as its schema 2 form lists them.
   - When O(dest) already holds the layer asked for by digest (O(layer), without O(decompress)), the module
     hashes it and asks the registry nothing, so a converged host does not need the registry; the image fields
     (RV(digest), RV(manifest_digest), RV(config_digest), RV(platform)) are then returned only if the record
@@ -166,12 +173,17 @@ layer_digest:
   type: str
   sample: sha256:cd0a524342efac6edff500c17e625735bbe479c926439b263bbe3c8518a0849c
 diff_id:
-  description: The digest of the uncompressed layer tar, from the image config.
+  description:
+    - The digest of the uncompressed layer tar, from the image config.
+    - For what has no diff_ids to give (a schema 1 image, an artifact whose config lists none), the digest of
+      the decompressed content with O(decompress=true), else null.
   returned: success (null in check mode without O(decompress=true), where the config is not fetched)
   type: str
   sample: sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef
 size:
-  description: The size of the layer blob in bytes, as the manifest gives it (also with O(decompress=true)).
+  description:
+    - The size of the layer blob in bytes, as the manifest gives it (also with O(decompress=true)); for a schema
+      1 image, whose manifest gives no sizes, as the blob turned out (null in check mode).
   returned: success
   type: int
   sample: 52550276

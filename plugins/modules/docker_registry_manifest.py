@@ -15,8 +15,13 @@ description:
   - Fetches the manifest of an image (hocker's C(hocker-manifest)) straight from the registry, selects the
     platform from a multi-platform index, and returns it parsed.
   - With O(dest), writes the exact bytes the registry served (so their sha256 is the manifest digest).
-  - Docker schema 2 and OCI manifests, Docker manifest lists and OCI indexes (nested ones too) are supported;
-    Docker schema 1 manifests are rejected.
+  - Docker schema 2 and OCI manifests (OCI artifacts too), Docker manifest lists and OCI indexes (nested ones
+    too) are supported. Index entries that name no platform are matched by the os and architecture in their
+    image config, as containerd does.
+  - Docker schema 1 manifests (signed and unsigned) are returned as served, with a warning that schema 1 is
+    deprecated; their digest is the digest of the signed payload, as the registry and docker compute it.
+  - With O(referrers=true), also lists the artifacts (signatures, SBOMs, attestations) whose C(subject) is the
+    resolved digest.
 author:
   - hocker.registry developers (@hocker-registry)
 extends_documentation_fragment:
@@ -29,7 +34,10 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: full
-    details: Manifests are fetched (they are needed to know whether O(dest) would change); nothing is written.
+    details:
+      - Manifests are fetched (they are needed to know whether O(dest) would change); nothing is written.
+      - The config of an index entry that names no platform is fetched too when the selection needs it (it
+        is the only place that entry's platform is written).
   diff_mode:
     support: full
     details: Shows the digest of O(dest) before and after.
@@ -46,6 +54,15 @@ options:
     description:
       - Write (and return in RV(manifest)) the index or manifest list the reference names instead of the
         selected platform's manifest. For an image that has no index, this is the image manifest itself.
+    type: bool
+    default: false
+  referrers:
+    description:
+      - Also return RV(referrers), the descriptors of the manifests whose C(subject) is the resolved RV(digest)
+        (OCI 1.1 referrers - signatures, SBOMs, attestations).
+      - They are asked of the registry's referrers API (C(/v2/<name>/referrers/<digest>)); a registry without
+        it is asked for the index tagged C(sha256-<hex>) that clients pushing referrers keep (the tag schema).
+      - Not available with O(offline=true).
     type: bool
     default: false
 seealso:
@@ -74,6 +91,17 @@ EXAMPLES = r"""
     index: true
     dest: /srv/images/debian-12.index.json
 
+- name: List the signatures, SBOMs and attestations that refer to an image
+  hocker.registry.docker_registry_manifest:
+    image: ghcr.io/example/app:1.2
+    referrers: true
+  register: app
+
+- name: Show the signatures among them
+  ansible.builtin.debug:
+    msg: "{{ app.referrers | selectattr('artifactType', 'defined')
+             | selectattr('artifactType', 'equalto', 'application/vnd.dev.cosign.artifact.sig.v1+json') | list }}"
+
 - name: Hocker-style registry URL and separate tag
   hocker.registry.docker_registry_manifest:
     registry: http://127.0.0.1:5000/v2/
@@ -98,7 +126,10 @@ manifest_digest:
   type: str
   sample: sha256:6f0e8a2b3d4c5e6f708192a3b4c5db1b8a4b1f2f6e1c9b1bc0e17a7d1f3a2f9c
 config_digest:
-  description: The digest of the selected image's config (the image ID).
+  description:
+    - The digest of the selected image's config (the image ID).
+    - Null for a Docker schema 1 manifest, whose config only exists once it is converted
+      (M(hocker.registry.docker_registry_config) converts it).
   returned: success
   type: str
   sample: sha256:0e17a7d1f3a2f9c6f0e8a2b3d4c5e6f708192a3b4c5db1b8a4b1f2f6e1c9b1bc
@@ -128,7 +159,9 @@ media_type:
   type: str
   sample: application/vnd.oci.image.manifest.v1+json
 platforms:
-  description: The platforms the index offers (attestations left out).
+  description:
+    - The platforms the index offers (attestations left out); an entry that names no platform is listed with
+      the platform of its image config.
   returned: when the reference names an index
   type: list
   elements: str
@@ -137,6 +170,18 @@ index:
   description: The parsed index or manifest list.
   returned: when the reference names an index
   type: dict
+referrers:
+  description:
+    - The descriptors (C(mediaType), C(digest), C(size), C(artifactType), C(annotations)) of the manifests whose
+      C(subject) is RV(digest), as the registry lists them; empty when there are none.
+  returned: when O(referrers=true)
+  type: list
+  elements: dict
+  sample:
+    - mediaType: application/vnd.oci.image.manifest.v1+json
+      digest: sha256:3a8f0e0bd6b2d4b1c6ab1b4c3d7f6e8a9b0c1d2e3f4a5b6c7d8e9f0a1b2c3d4e
+      size: 721
+      artifactType: application/vnd.dev.cosign.artifact.sig.v1+json
 dest:
   description: Where the manifest was written.
   returned: when O(dest) is given
@@ -161,7 +206,7 @@ from ansible_collections.hocker.registry.plugins.module_utils._registry.smalljob
 
 def fetch(rm):
     p = rm.params
-    result = manifest_job(rm, dest=p.get("dest"), index=p["index"], follow=p["follow"])
+    result = manifest_job(rm, dest=p.get("dest"), index=p["index"], follow=p["follow"], referrers=p["referrers"])
     rm.finish_job(result, p.get("dest"))
 
 
@@ -170,6 +215,7 @@ def main():
         argument_spec=dict(
             dest=dict(type="path"),
             index=dict(type="bool", default=False),
+            referrers=dict(type="bool", default=False),
             follow=dict(type="bool", default=False),
         ),
         file_args=True,

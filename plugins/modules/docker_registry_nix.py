@@ -110,6 +110,9 @@ options:
     type: list
     elements: str
 notes:
+  - A Docker schema 1 image is refused (an expression pins the config blob by its registry digest, and schema
+    1 has none; M(hocker.registry.docker_registry_image) converts it), and so is an OCI artifact (there is no
+    image to build).
   - The manifest is fetched with the collection's client, so everything the other modules support applies
     (credential helpers, certificates, mirrors). The generated expression fetches the blobs itself at build
     time, with curl, from the registry the manifest came from.

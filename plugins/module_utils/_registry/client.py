@@ -21,7 +21,8 @@ from ansible_collections.hocker.registry.plugins.module_utils._registry.errors i
     AuthenticationError, DigestMismatch, ManifestError, NotFound, OfflineError, PlatformError, RateLimited,
     TransportError)
 from ansible_collections.hocker.registry.plugins.module_utils._registry.manifest import (
-    ACCEPT, IMAGE_TYPES, INDEX_TYPES, MAX_CONFIG_SIZE, MAX_MANIFEST_SIZE, parse_config, parse_manifest)
+    ACCEPT, IMAGE_TYPES, INDEX_TYPES, MAX_CONFIG_SIZE, MAX_MANIFEST_SIZE, OCI_INDEX, SCHEMA1_WARNING, check_descriptor,
+    parse_config, parse_manifest)
 from ansible_collections.hocker.registry.plugins.module_utils._registry.platform import (
     Platform, descriptor_platform, host_platform, is_attestation, select)
 from ansible_collections.hocker.registry.plugins.module_utils._registry.reference import parse_registry_url
@@ -40,6 +41,7 @@ _NOT_FOUND_CODES = ("MANIFEST_UNKNOWN", "NAME_UNKNOWN", "BLOB_UNKNOWN")
 MAX_TAG_PAGE = 1000
 MAX_TAG_PAGES = 10000
 MAX_TAG_LIST_SIZE = 16 * 1024 * 1024
+_NO_REFERRERS_API = (400, 404, 405, 406, 501)   # what registries without the referrers API answer
 
 
 class Resolved:
@@ -69,11 +71,12 @@ class Resolved:
         return [str(p) for p, _d in self.leaves]
 
 
-def _platform_text(plat_dict):
-    text = "%s/%s" % (plat_dict.get("os"), plat_dict.get("architecture"))
-    if plat_dict.get("variant"):
-        text += "/" + plat_dict["variant"]
-    return text
+def _try_select(candidates, want):
+    """select()'s choice, or None when nothing matches."""
+    try:
+        return select(candidates, want)
+    except PlatformError:
+        return None
 
 
 class RegistryClient:
@@ -107,6 +110,8 @@ class RegistryClient:
                 self._mirrors.append([base, Authenticator(self.transport, base, Credentials()), True])
         self.scope = "repository:%s:pull" % reference.repository
         self._heads = {}
+        self._by_digest = {}     # manifests fetched in this run
+        self._probed = {}        # digest of a platform-less index entry -> (Platform or None, config bytes)
 
     # ------------------------------------------------------------------ plumbing
     def warn(self, message):
@@ -318,7 +323,7 @@ class RegistryClient:
             if stored is None and ":" not in ref and not self.offline:
                 stored = self._stored_by_head(ref, what)
             if stored is not None:
-                return stored
+                return self._noted(stored, what)
         response, raw = self._fetch_small("/v2/%s/manifests/%s" % (self.reference.repository, ref),
                                           {"Accept": ACCEPT}, MAX_MANIFEST_SIZE, what)
         expected = ref if ":" in ref else None
@@ -328,9 +333,16 @@ class RegistryClient:
             self.warn("the registry announced digest %s for %s but the bytes received hash to %s; using %s"
                       % (header, what, manifest.digest, manifest.digest))
         if self.store is not None:
-            self.store.put_bytes(raw, manifest.digest)
+            self.store.put_bytes(manifest.stored_bytes, manifest.digest)
             if ref == self.reference.ref:
                 self.store.record_image(self._store_name(ref), manifest.descriptor())
+        return self._noted(manifest, what)
+
+    def _noted(self, manifest, what):
+        """Warn about a schema 1 manifest (once per run) and keep it for the run by digest."""
+        if manifest.is_schema1:
+            self.warn(SCHEMA1_WARNING % ("%s (%s)" % (self.reference, what)))
+        self._by_digest[manifest.digest] = manifest
         return manifest
 
     def _store_name(self, ref):
@@ -367,66 +379,174 @@ class RegistryClient:
             return None
         return parse_manifest(raw, media_type, digest, what)
 
-    def leaves(self, index, depth=0):
-        """[(Platform, descriptor)] for every runnable image of an index, nested indexes followed."""
+    def index_entries(self, index, depth=0):
+        """[(Platform or None, descriptor)] of every image entry of an index, in order, nested indexes followed;
+        attestations and platform-less artifacts are left out; None: the entry names no platform."""
         found = []
         for descriptor in index.manifests:
             if not isinstance(descriptor, dict) or is_attestation(descriptor):
                 continue
             media_type = descriptor.get("mediaType")
             if media_type in INDEX_TYPES:
-                if depth >= MAX_INDEX_DEPTH:
-                    raise ManifestError("image indexes are nested more than %d deep" % MAX_INDEX_DEPTH)
-                nested = self.get_manifest(descriptor.get("digest"), "nested index %s" % descriptor.get("digest"))
-                if not nested.is_index:
-                    raise ManifestError("index entry %s is not an index" % descriptor.get("digest"))
-                found.extend(self.leaves(nested, depth + 1))
+                found.extend(self.index_entries(self._nested_index(descriptor, depth), depth + 1))
             elif media_type in IMAGE_TYPES or media_type is None:
                 plat = descriptor_platform(descriptor)
-                if plat is not None:
-                    found.append((plat, descriptor))
+                if plat is None and descriptor.get("artifactType"):
+                    continue
+                found.append((plat, descriptor))
         return found
 
-    def resolve(self, platform=None, check_config=True):
+    def _nested_index(self, descriptor, depth):
+        if depth >= MAX_INDEX_DEPTH:
+            raise ManifestError("image indexes are nested more than %d deep" % MAX_INDEX_DEPTH)
+        nested = self.manifest_by_digest(descriptor.get("digest"), "nested index %s" % descriptor.get("digest"))
+        if not nested.is_index:
+            raise ManifestError("index entry %s is not an index" % descriptor.get("digest"))
+        return nested
+
+    def manifest_by_digest(self, digest, what=None):
+        """A manifest by digest, fetched at most once per run."""
+        found = self._by_digest.get(digest)
+        return found if found is not None else self.get_manifest(digest, what)
+
+    def entry_platform(self, descriptor):
+        """The platform of an index entry that names none, read from its image's config as containerd does
+        (None for an artifact, an index, or a config without os/architecture); fetched once per run."""
+        digest = descriptor["digest"]
+        if digest not in self._probed:
+            self._probed[digest] = self._probe(digest)
+        return self._probed[digest][0]
+
+    def _probe(self, digest):
+        manifest = self.manifest_by_digest(digest, "manifest %s (an index entry without platform)" % digest)
+        if manifest.is_schema1:
+            return Platform.from_dict(manifest.schema1.platform), None
+        if not manifest.is_image or manifest.is_artifact or not manifest.config.get("digest"):
+            return None, None
+        config_bytes = self.get_blob_bytes(manifest.config, MAX_CONFIG_SIZE, "config")
+        plat = Platform.from_dict(parse_config(config_bytes, "config %s" % manifest.config["digest"]))
+        return (plat if plat.os and plat.architecture else None), config_bytes
+
+    def leaves(self, index, until=None):
+        """[(Platform, descriptor)] of every runnable image of an index, in order; entries without platform
+        get their config's. With ``until`` (a wanted Platform), configs are read only until one matches it
+        exactly (the entries after it are left out)."""
+        found = []
+        for plat, descriptor in self.index_entries(index):
+            if plat is None:
+                plat = self.entry_platform(descriptor)
+                if plat is not None and until is not None and until.rank(plat) == 0:
+                    found.append((plat, descriptor))
+                    break
+            if plat is not None:
+                found.append((plat, descriptor))
+        return found
+
+    def resolve(self, platform=None, check_config=True, list_platforms=False):
         """Resolve the reference to one image manifest for ``platform`` (a Platform; default: this host).
 
+        Index entries that name no platform are matched by their config's, read only when no entry that
+        names one matches, or when ``list_platforms`` asks for every platform (``Resolved.platforms``).
         For a single-platform image the config is fetched to check its os/architecture, unless
-        ``check_config`` is false (check mode fetches no blob).
+        ``check_config`` is false (check mode fetches no blob); a schema 1 manifest names its platform itself.
         """
         want = platform or host_platform()
         top = self.get_manifest()
         if top.is_index:
-            leaves = self.leaves(top)
-            plat, descriptor = select(leaves, want)
-            image = self.get_manifest(descriptor["digest"], "manifest %s (%s)" % (descriptor["digest"], plat))
-            if image.is_index:
-                raise ManifestError("index entry %s is itself an index" % descriptor["digest"])
-            return Resolved(top, image, _platform_text(descriptor.get("platform") or {}), leaves)
+            return self._resolve_index(top, want, list_platforms)
         resolved = Resolved(top, top, None)
-        if not check_config:
+        if top.is_schema1:
+            self._single_platform(resolved, Platform.from_dict(top.schema1.platform), want)
             return resolved
-        config = self.get_config(resolved)
-        plat = Platform.from_dict(config)
+        if not check_config or top.is_artifact:
+            return resolved
+        self._single_platform(resolved, Platform.from_dict(self.get_config(resolved)), want)
+        return resolved
+
+    def _single_platform(self, resolved, plat, want):
         if plat.os and plat.architecture:
             resolved.platform = str(plat)
-            resolved.leaves = [(plat, top.descriptor())]
+            resolved.leaves = [(plat, resolved.top.descriptor())]
             if want.rank(plat) is None:
                 raise PlatformError("the image %s is for %s only, not for %s; set platform to %s to fetch it anyway"
                                     % (self.reference, plat, want, plat))
+
+    def _resolve_index(self, top, want, list_platforms):
+        entries = self.index_entries(top)
+        leaves = [(plat, descriptor) for plat, descriptor in entries if plat is not None]
+        chosen = _try_select(leaves, want)
+        if len(leaves) < len(entries) and (chosen is None or list_platforms):
+            leaves = self.leaves(top, until=None if list_platforms else want)
+            chosen = chosen or _try_select(leaves, want)
+        plat, descriptor = chosen or select(leaves, want)   # select raises, listing what is on offer
+        digest = descriptor["digest"]
+        image = self.manifest_by_digest(digest, "manifest %s (%s)" % (digest, plat))
+        if image.is_index:
+            raise ManifestError("index entry %s is itself an index" % digest)
+        resolved = Resolved(top, image, str(plat), leaves)
+        resolved.config_bytes = self._probed.get(digest, (None, None))[1]
         return resolved
 
-    def resolve_all(self):
-        """Every image of the reference: [(platform text, image Manifest)] plus the top manifest."""
-        top = self.get_manifest()
+    def resolve_all(self, top=None):
+        """Every image of the reference (or of ``top``, its manifest when already fetched): [(platform text,
+        image Manifest)] plus the top manifest. An artifact has no platform (None)."""
+        top = top or self.get_manifest()
         if not top.is_index:
+            if top.is_schema1:
+                return top, [(str(Platform.from_dict(top.schema1.platform)), top)]
+            if top.is_artifact:
+                return top, [(None, top)]
             config = parse_config(self.get_blob_bytes(top.config, MAX_CONFIG_SIZE, "config"),
                                   "config %s" % top.config.get("digest"))
             return top, [(str(Platform.from_dict(config)), top)]
         images = []
         for plat, descriptor in self.leaves(top):
-            images.append((_platform_text(descriptor.get("platform") or {}),
-                           self.get_manifest(descriptor["digest"])))
+            images.append((str(plat), self.manifest_by_digest(descriptor["digest"])))
         return top, images
+
+    # ------------------------------------------------------------------ referrers
+    def referrers(self, digest):
+        """The descriptors of the manifests whose ``subject`` is ``digest`` (OCI 1.1: signatures, SBOMs,
+        attestations): from the referrers API, else (a registry without it) from the index tagged
+        ``<algorithm>-<hex>`` that clients pushing referrers keep; [] when there are none."""
+        if self.offline:
+            raise OfflineError("offline: the referrers of %s cannot be looked up in the blob store" % digest)
+        found = self._referrers_api(digest)
+        if found is None:
+            found = self._referrers_tag(digest)
+        return [check_descriptor(entry, "referrer %d of %s" % (position, digest))
+                for position, entry in enumerate(found)]
+
+    def _referrers_api(self, digest):
+        """The referrers API's answer (every page), or None when the registry does not offer the API."""
+        what = "the referrers of %s" % digest
+        path = "/v2/%s/referrers/%s" % (self.reference.repository, digest)
+        found = []
+        seen = set()
+        while path and path not in seen:
+            seen.add(path)
+            response = self._request("GET", path, headers={"Accept": OCI_INDEX})
+            if response.status_code in _NO_REFERRERS_API and not found:
+                response.close()
+                return None
+            if response.status_code != 200:
+                raise self._error(response, what)
+            data = jsonutil.loads(self.transport.read_body(response, MAX_MANIFEST_SIZE, what), what,
+                                  limit=MAX_MANIFEST_SIZE)
+            found.extend(jsonutil.get_list(data, "manifests"))
+            path = self._next_page(response, path)
+        return found
+
+    def _referrers_tag(self, digest):
+        algorithm, _sep, encoded = digest.partition(":")
+        tag = "%s-%s" % (algorithm[:32], encoded[:64])
+        try:
+            index = self.get_manifest(tag, "the referrers tag %s" % tag)
+        except NotFound:
+            return []
+        if not index.is_index:
+            raise ManifestError("the referrers tag %s of %s names a %s, not an index" % (tag, digest, index.media_type))
+        return index.manifests
 
     # ------------------------------------------------------------------ blobs
     def get_blob_bytes(self, descriptor, limit=MAX_CONFIG_SIZE, what="blob"):

@@ -32,7 +32,7 @@ from ansible_collections.hocker.registry.plugins.module_utils._registry import r
 from ansible_collections.hocker.registry.plugins.module_utils._registry.destination import fsync_dir, install
 from ansible_collections.hocker.registry.plugins.module_utils._registry.errors import LimitExceeded
 from ansible_collections.hocker.registry.plugins.module_utils._registry.layout import (
-    ArchiveError, Image, Layer, blob_hex)
+    ArchiveError, Copy, Image, Layer, blob_hex)
 from ansible_collections.hocker.registry.plugins.module_utils._registry.placed import can_place, open_placed
 from ansible_collections.hocker.registry.plugins.module_utils._registry.sinks import FileSink, copy_into
 from ansible_collections.hocker.registry.plugins.module_utils._registry.tarwriter import write_archive
@@ -72,6 +72,23 @@ class ImageSpec:
             result.append(Image(config_bytes, manifest.raw, layers, config_digest=manifest.config.get("digest"),
                                 manifest_digest=manifest.digest, manifest_media_type=manifest.media_type))
         return result
+
+
+class CopySpec(ImageSpec):
+    """Registry content kept byte for byte (see ``layout.Copy``): ``top`` the descriptor index.json names,
+    ``metadata`` ``[(digest, bytes)]`` of the manifests and configs, ``blobs`` the descriptors of every other
+    blob, fetched as they are (the layers mode does not apply)."""
+
+    def __init__(self, top, metadata, blobs, fmt, compression, repo_tags, name, origin):
+        ImageSpec.__init__(self, [], fmt, "compressed", compression, repo_tags, name, origin)
+        self.top = top
+        self.metadata = metadata
+        self.blobs = blobs
+
+    def archive_images(self, path_of=None, size_of=None):
+        layers = [Layer(d["digest"], None, d["size"], d.get("mediaType"), path_of(d["digest"]) if path_of else None)
+                  for d in self.blobs]
+        return Copy(self.top, self.metadata, layers)
 
 
 def _stamp_archive(dest):
@@ -232,6 +249,9 @@ def open_destination(dest, spec, work, placement="auto", size_probe=None, stored
         return OciDirectory(dest, spec, work)
     if placement == "never" or spec.compression != "none":
         return AssembledArchive(dest, spec, work)
+    if isinstance(spec, CopySpec):
+        content = spec.archive_images()
+        return _open_placed(dest, spec, work, content, sum(layer.size for layer in content.layers))
     sizes = None
     if spec.uncompressed:
         if not _worth_probing(spec, placement, stored) or size_probe is None:
@@ -244,6 +264,11 @@ def open_destination(dest, spec, work, placement="auto", size_probe=None, stored
         return AssembledArchive(dest, spec, work)
     expected = sum(layer.uncompressed_size if spec.uncompressed else layer.size
                    for image in images for layer in image.layers)
+    return _open_placed(dest, spec, work, images, expected)
+
+
+def _open_placed(dest, spec, work, images, expected):
+    """A placed archive of ``images`` (``expected`` bytes of layers), or an assembled one when it cannot be."""
     free = free_bytes(work.dir)
     if free is not None and expected > free:
         return AssembledArchive(dest, spec, work)   # a manifest that lies, or a full disk: no huge sparse file

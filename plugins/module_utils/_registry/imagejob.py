@@ -16,6 +16,11 @@ PRIVATE to the hocker.registry collection: may change at any time.
 4. in the locked work directory: open the destination (``imagedest``), fetch the layers into it
    (``pipeline``), commit.
 
+Registry content that is kept byte for byte - the registry's index with ``platform: all``, an OCI artifact -
+is walked (``kept.walk``) and copied as it is (``imagedest.CopySpec``), whatever ``layers`` says; an artifact
+as a docker-archive is refused. A Docker schema 1 image has no config until its layers are fetched: the fetch
+computes their diff_ids, and ``schema1image.converted`` makes its schema 2 form before the commit.
+
 Nothing here imports Ansible: the module maps its options to an ``ImageRequest`` and the returned dict to
 its result; tests and benchmarks call it in-process with the placement and inflater options.
 """
@@ -28,11 +33,11 @@ import os
 from dataclasses import dataclass
 from typing import List, Optional
 
-from ansible_collections.hocker.registry.plugins.module_utils._registry import readback
+from ansible_collections.hocker.registry.plugins.module_utils._registry import kept, readback, schema1image
 from ansible_collections.hocker.registry.plugins.module_utils._registry.destination import WorkDir, check_dest
 from ansible_collections.hocker.registry.plugins.module_utils._registry.errors import DestinationError, InvalidReference
 from ansible_collections.hocker.registry.plugins.module_utils._registry.imagedest import (
-    ImageSpec, check_space, open_destination)
+    CopySpec, ImageSpec, check_space, open_destination)
 from ansible_collections.hocker.registry.plugins.module_utils._registry.manifest import config_diff_ids, parse_config
 from ansible_collections.hocker.registry.plugins.module_utils._registry.pipeline import (
     FetchOptions, expected_sizes, fetch_layers)
@@ -104,10 +109,13 @@ class ImageJob:
                 return self.result
         top, selected = self._resolve()
         self._diff(old, top.digest)
+        tree = self._kept_tree(top, selected)
         if self.request.check_mode:
-            self._predict(selected)
-            return self.result
-        self._write(target, top, self._images(selected))
+            self._predict(tree, selected)
+        elif tree is not None:
+            self._write_kept(target, tree)
+        else:
+            self._write(target, top, self._images(selected))
         return self.result
 
     def _check_request(self):
@@ -127,9 +135,12 @@ class ImageJob:
 
     def _inputs(self, source_digest):
         req = self.request
-        return {"version": RECORD_VERSION, "repository": self.reference.name, "source": source_digest,
-                "platform": self.platform_text, "format": req.format, "layers": req.layers,
-                "compression": req.compression, "repo_tags": list(self.repo_tags)}
+        inputs = {"version": RECORD_VERSION, "repository": self.reference.name, "source": source_digest,
+                  "platform": self.platform_text, "format": req.format, "layers": req.layers,
+                  "compression": req.compression, "repo_tags": list(self.repo_tags)}
+        if self.all_platforms:
+            inputs["index"] = "registry"   # the registry's index kept (earlier versions wrote their own)
+        return inputs
 
     @staticmethod
     def _read_record(target):
@@ -171,10 +182,13 @@ class ImageJob:
     def _resolve(self):
         client = self.client
         if self.all_platforms:
-            top, manifests = client.resolve_all()
-            first = manifests[0][1]
-            self.result.update(image=str(self.reference), digest=top.digest, manifest_digest=first.digest,
-                               config_digest=first.config.get("digest"), platform="all")
+            top = client.get_manifest()
+            # an index is kept as it is (_kept_tree); a single image is that image
+            manifests = client.resolve_all(top)[1] if not top.is_index else []
+            first = manifests[0][1] if manifests else None
+            self.result.update(image=str(self.reference), digest=top.digest, platform="all",
+                               manifest_digest=first.digest if first else None,
+                               config_digest=first.config.get("digest") if first else None)
             return top, [(plat, manifest, None) for plat, manifest in manifests]
         resolved = client.resolve(self.options.wanted_platform(), check_config=not self.request.check_mode)
         self.result.update(image=str(self.reference), digest=resolved.digest,
@@ -182,15 +196,39 @@ class ImageJob:
                            platform=resolved.platform)
         return resolved.top, [(resolved.platform, resolved.image, resolved.config_bytes)]
 
-    def _predict(self, selected):
-        self.result["layers"] = [{"digest": d.get("digest"), "size": d.get("size"), "media_type": d.get("mediaType"),
-                                  "diff_id": None} for _p, m, _c in selected for d in m.layers]
+    def _kept_tree(self, top, selected):
+        """The kept.Tree of what is copied byte for byte (the registry's index with platform all, an OCI
+        artifact), else None; an artifact asked for as a docker-archive is refused."""
+        if self.all_platforms and top.is_index:
+            tree = kept.walk(self.client, top)
+            first = tree.first_image
+            self.result.update(manifest_digest=first.digest if first else None,
+                               config_digest=first.config.get("digest") if first else None)
+            return tree
+        artifacts = [manifest for _plat, manifest, _config in selected if manifest.is_artifact]
+        if not artifacts:
+            return None
+        if self.request.format == "docker-archive":
+            raise kept.artifact_refusal(artifacts[0], "%s (%s)" % (self.reference, artifacts[0].digest))
+        return kept.walk(self.client, artifacts[0])
+
+    def _predict(self, tree, selected):
+        if tree is not None:
+            self.result["layers"] = tree.layer_report()
+        else:
+            self.result["layers"] = [{"digest": d.get("digest"), "size": d.get("size"),
+                                      "media_type": d.get("mediaType"), "diff_id": None}
+                                     for _p, m, _c in selected for d in m.layers]
         self.result["changed"] = True
 
     def _images(self, selected):
-        """[(manifest, config bytes, [(descriptor, diff_id)])] of the selected images."""
+        """[(manifest, config bytes, [(descriptor, diff_id)])] of the selected images; a schema 1 image's
+        config and diff_ids are made while its layers are fetched (None until then)."""
         images = []
         for _plat, manifest, config_bytes in selected:
+            if manifest.is_schema1:
+                images.append((manifest, None, [(descriptor, None) for descriptor in manifest.layers]))
+                continue
             config_bytes = config_bytes or self.client.get_blob_bytes(manifest.config, what="config")
             config = parse_config(config_bytes, "config %s" % manifest.config.get("digest"))
             diff_ids = config_diff_ids(config, len(manifest.layers), "the config of %s" % manifest.digest)
@@ -198,24 +236,55 @@ class ImageJob:
         return images
 
     # ---------------------------------------------------------------- writing
+    def _outputs(self, layer_list):
+        return {"manifest_digest": self.result.get("manifest_digest"), "config_digest": self.result.get("config_digest"),
+                "platform": self.result.get("platform"), "layers": layer_list}
+
     def _write(self, target, top, images):
         req = self.request
         pairs = [pair for _m, _c, image_pairs in images for pair in image_pairs]
         self._warn_zstd(pairs)
-        layer_list = [{"digest": d["digest"], "diff_id": diff_id, "size": d.get("size"),
-                       "media_type": d.get("mediaType")} for d, diff_id in pairs]
-        outputs = {"manifest_digest": self.result.get("manifest_digest"),
-                   "config_digest": self.result.get("config_digest"),
-                   "platform": self.result.get("platform"), "layers": layer_list}
-        spec = ImageSpec(images, req.format, req.layers, req.compression, self.repo_tags,
-                         self.reference.containerd_name, {"inputs": self._inputs(top.digest), "outputs": outputs})
+        self.result["layers"] = _layer_list(pairs)
+        spec = ImageSpec(images, req.format, req.layers, req.compression, self.repo_tags, self.reference.containerd_name,
+                         {"inputs": self._inputs(top.digest), "outputs": self._outputs(self.result["layers"])})
+        schema1 = any(manifest.is_schema1 for manifest, _c, _p in images)
         self._check_space(target, pairs)
+        with WorkDir(target) as work:
+            written = self._fetch_and_commit(target, spec, work, pairs, self._converter(spec) if schema1 else None)
+            work.done()
+        self.result.update(bytes_written=written["bytes_written"], changed=True)
+
+    def _write_kept(self, target, tree):
+        """Copy ``tree`` (kept.Tree) byte for byte into the OCI layout at ``target``."""
+        req = self.request
+        configs = kept.fetch_configs(self.client, tree)
+        self.result["layers"] = tree.layer_report(configs)
+        spec = CopySpec(tree.top_descriptor(), tree.metadata(configs), tree.layer_blobs(), req.format,
+                        req.compression, self.repo_tags, self.reference.containerd_name,
+                        {"inputs": self._inputs(self.result["digest"]), "outputs": self._outputs(self.result["layers"])})
+        pairs = [(descriptor, None) for descriptor in spec.blobs]
+        self._check_space(target, pairs, compressed=True)
         with WorkDir(target) as work:
             written = self._fetch_and_commit(target, spec, work, pairs)
             work.done()
-        self.result.update(layers=layer_list, bytes_written=written["bytes_written"], changed=True)
+        self.result.update(bytes_written=written["bytes_written"], changed=True)
 
-    def _fetch_and_commit(self, target, spec, work, pairs):
+    def _converter(self, spec):
+        """What turns a fetched schema 1 image into its schema 2 form before the archive is written: the config
+        from the diff_ids the fetch computed, each uncompressed layer file handed over under its diff_id."""
+        def convert(fetched, destination):
+            manifest = spec.images[0][0]
+            facts = dict((digest, (layer.diff_id, layer.size)) for digest, layer in fetched.items())
+            converted = schema1image.converted(manifest, facts)
+            if spec.uncompressed:
+                for digest, (diff_id, _size) in facts.items():
+                    destination.add_file(diff_id, destination.path_of(digest))
+            spec.images = [(converted.manifest, converted.config, converted.pairs)]
+            self.result.update(config_digest=converted.config_digest, layers=_layer_list(converted.pairs))
+            spec.write_args["origin"]["outputs"] = self._outputs(self.result["layers"])
+        return convert
+
+    def _fetch_and_commit(self, target, spec, work, pairs, before_commit=None):
         req = self.request
         client = self.client
         store = self.store
@@ -223,18 +292,22 @@ class ImageJob:
         def size_probe():
             return expected_sizes(client, pairs, store=store, max_workers=req.max_workers)
 
-        destination = open_destination(target, spec, work, req.placement, size_probe,
+        placement = "never" if before_commit is not None else req.placement   # nothing to lay out beforehand
+        destination = open_destination(target, spec, work, placement, size_probe,
                                        store.has if store is not None else None)
         try:
             fetched = fetch_layers(client, pairs, destination, work, spec.uncompressed, store=store,
-                                   options=FetchOptions(req.max_workers, req.inflater, req.max_inflation_ratio))
+                                   options=FetchOptions(req.max_workers, req.inflater, req.max_inflation_ratio,
+                                                        compute_diff_ids=before_commit is not None))
             self.result["cache_hits"] = sum(1 for f in fetched.values() if f.from_cache)
+            if before_commit is not None:
+                before_commit(fetched, destination)
             return destination.commit()
         except BaseException:
             destination.abort()
             raise
 
-    def _check_space(self, target, pairs):
+    def _check_space(self, target, pairs, compressed=False):
         """Fail before fetching when the blobs that must be downloaded cannot fit (their sizes are known; the
         uncompressed sizes are not, and are bounded while inflating)."""
         unique = dict((d["digest"], d.get("size")) for d, _diff_id in pairs)
@@ -244,7 +317,7 @@ class ImageJob:
             check_space(self.store.path, missing, "the blob store")
             missing = 0
         archive = sum(size for size in unique.values() if isinstance(size, int)) \
-            if self.request.layers == "compressed" else 0
+            if compressed or self.request.layers == "compressed" else 0
         check_space(os.path.dirname(os.path.abspath(target)) or ".", missing + archive,
                     "writing %s" % self.request.dest)
 
@@ -254,6 +327,12 @@ class ImageJob:
             self.warn("this image has zstd-compressed layers, which docker engines before 23.0 cannot load from a "
                       "docker-archive with layers=compressed (podman and containerd can); use layers=uncompressed "
                       "for older docker engines")
+
+
+def _layer_list(pairs):
+    """The ``layers`` result: one entry per manifest layer, in order, repeats included."""
+    return [{"digest": d["digest"], "diff_id": diff_id, "size": d.get("size"), "media_type": d.get("mediaType")}
+            for d, diff_id in pairs]
 
 
 def _diff_view(inputs):

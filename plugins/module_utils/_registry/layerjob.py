@@ -28,7 +28,7 @@ from ansible_collections.hocker.registry.plugins.module_utils._registry.destinat
     check_dest, install, known_output, read_record, remember_output, safe_write)
 from ansible_collections.hocker.registry.plugins.module_utils._registry.download import download, fetch_to_store
 from ansible_collections.hocker.registry.plugins.module_utils._registry.errors import (
-    DigestMismatch, LimitExceeded, NotFound)
+    DigestMismatch, LimitExceeded, ManifestError, NotFound)
 from ansible_collections.hocker.registry.plugins.module_utils._registry.manifest import config_diff_ids
 from ansible_collections.hocker.registry.plugins.module_utils._registry.sinks import (
     DEFAULT_INFLATION_RATIO, InflateBounds, RewoundFile, Unpacker, decompress_stream)
@@ -100,16 +100,21 @@ class LayerJob:
         want = diff_id if req.decompress else descriptor["digest"]
         self.result["diff"] = {"before": {"dest": req.dest, "digest": current},
                                "after": {"dest": req.dest, "digest": want}}
-        if current != want or req.force:
+        if want is None or current != want or req.force:
             if req.check_mode:
                 self.result["changed"] = True
                 return self.result
             self._place(target, descriptor, diff_id)
-            self.result["changed"] = True
+            self.result["changed"] = self._changed(target, current, want)
         if not req.check_mode:
             remember_output(target, self.reference, self._request_key(), resolved.digest,
                             dict((k, self.result.get(k)) for k in _RESULT_KEYS), RECORD_VERSION)
         return self.result
+
+    def _changed(self, target, before, want):
+        """Whether placing the layer changed ``dest``: a decompressed layer whose diff_id nothing gave
+        beforehand (schema 1, an artifact) may be what was there."""
+        return want is not None or self.request.force or digests.file_digest(target) != before
 
     def _current_top(self):
         if self.options.offline:
@@ -152,13 +157,36 @@ class LayerJob:
         diff_id = None
         if req.decompress or not req.check_mode:
             # the diff_id lives only in the config; check mode fetches it only when it must compare against it
-            diff_ids = config_diff_ids(client.get_config(resolved), len(layers), "the config of %s" % self.reference)
-            diff_id = diff_ids[position]
+            diff_id = self._config_diff_id(resolved, position, len(layers))
         self.result.update(image=str(self.reference), digest=resolved.digest, manifest_digest=resolved.manifest_digest,
                            config_digest=resolved.config_digest, platform=resolved.platform,
                            layer_digest=descriptor.get("digest"), diff_id=diff_id, size=descriptor.get("size"),
                            media_type=descriptor.get("mediaType"))
         return resolved, descriptor, diff_id
+
+    def _config_diff_id(self, resolved, position, count):
+        """The layer's diff_id from the image config, or None where there is none to check against: a schema 1
+        image (its config is computed from its layers) and an artifact (its config is read only for
+        ``decompress``, and used only when it lists one diff_id per layer)."""
+        image = resolved.image
+        if image.is_schema1:
+            return None
+        if not image.is_artifact:
+            return config_diff_ids(self.client.get_config(resolved), count, "the config of %s" % self.reference)[position]
+        if not self.request.decompress:
+            return None
+        try:
+            return config_diff_ids(self.client.get_config(resolved), count)[position]
+        except ManifestError:
+            return None
+
+    def _placed(self, blob_size, diff_id):
+        """What placing the layer taught: the blob's size (schema 1 manifests give none) and, decompressed,
+        its diff_id."""
+        if self.result.get("size") is None:
+            self.result["size"] = blob_size
+        if self.request.decompress and self.result.get("diff_id") is None:
+            self.result["diff_id"] = diff_id
 
     def _bounds(self, descriptor, target):
         return InflateBounds("layer %s" % descriptor["digest"], descriptor.get("size"),
@@ -171,8 +199,10 @@ class LayerJob:
             self._download_unpacked(target, descriptor, diff_id)
         else:
             partial = _beside(target, "part")
-            self.result["resumed"] = download(self.client, descriptor, partial).resumed
+            result = download(self.client, descriptor, partial)
+            self.result["resumed"] = result.resumed
             install(partial, target)
+            self._placed(result.size, None)
 
     def _download_unpacked(self, target, descriptor, diff_id):
         """One pass: the blob goes to the resumable .part file while its tar goes to a fixed-name temp file
@@ -186,13 +216,14 @@ class LayerJob:
                     return Unpacker(RewoundFile(handle), descriptor["digest"], bounds=self._bounds(descriptor, target),
                                     inflater=self.request.inflater)
                 result = download(self.client, descriptor, partial, sink_factory, sync=False)
-                if result.sink_result.diff_id != diff_id:
+                if diff_id is not None and result.sink_result.diff_id != diff_id:
                     raise DigestMismatch("uncompressed layer does not match its diff_id: expected %s, got %s"
                                          % (diff_id, result.sink_result.diff_id))
                 handle.flush()
                 os.fsync(handle.fileno())
             self.result["resumed"] = result.resumed
             install(unpacking, target)
+            self._placed(result.size, result.sink_result.diff_id)
         except (DigestMismatch, DecompressionError, LimitExceeded):
             _remove(partial)   # a verified blob whose content is wrong or too big: nothing to resume from
             raise
@@ -212,10 +243,12 @@ class LayerJob:
             expected = diff_id if self.request.decompress else None
             kind = "auto" if self.request.decompress else "none"
             bounds = self._bounds(descriptor, target) if self.request.decompress else None
+            unpacked = []
             try:
-                safe_write(target, lambda handle: decompress_stream(
+                safe_write(target, lambda handle: unpacked.append(decompress_stream(
                     source, handle, kind=kind, expected_digest=digest, expected_diff_id=expected,
-                    inflater=self.request.inflater, bounds=bounds))
+                    inflater=self.request.inflater, bounds=bounds)))
+                self._placed(unpacked[0].size, unpacked[0].diff_id)
                 return
             except DigestMismatch:
                 store.remove_blob(digest)

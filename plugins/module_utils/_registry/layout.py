@@ -10,6 +10,10 @@ PRIVATE to the hocker.registry collection: may change at any time.
 the file that holds each layer); ``plan(images, format, layers, repo_tags, name, origin)`` computes the
 members (``(name, bytes or None, path or None, size)``, directories with size None), the manifests written
 and the ``index.json``. Formats, layer modes, names and the reproducibility rules: see ``tarwriter``.
+
+``Copy`` is registry content kept byte for byte (the registry's index with every manifest and blob below it,
+an OCI artifact): ``plan(copy, ...)`` lays it out in the OCI formats with ``index.json`` naming its top
+manifest; the layers mode does not apply.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -23,8 +27,8 @@ from ansible_collections.hocker.registry.plugins.module_utils._registry.errors i
 from ansible_collections.hocker.registry.plugins.module_utils._registry.compression import detect
 from ansible_collections.hocker.registry.plugins.module_utils._registry.jsonutil import dumps as _json, loads
 from ansible_collections.hocker.registry.plugins.module_utils._registry.manifest import (
-    DOCKER_CONFIG, DOCKER_LAYER_FOREIGN, DOCKER_LAYER_FOREIGN_TAR, DOCKER_MANIFEST, OCI_CONFIG, OCI_INDEX,
-    OCI_LAYER, OCI_MANIFEST, OCI_NONDIST)
+    DOCKER_CONFIG, DOCKER_LAYER_FOREIGN, DOCKER_LAYER_FOREIGN_TAR, DOCKER_LIST, DOCKER_MANIFEST, OCI_CONFIG,
+    OCI_INDEX, OCI_LAYER, OCI_MANIFEST, OCI_NONDIST)
 from ansible_collections.hocker.registry.plugins.module_utils._registry.reference import normalize_name, repo_tag, split_tag
 
 FORMATS = ("docker-archive", "oci-archive", "oci-dir")
@@ -248,13 +252,21 @@ def plan(images, format="docker-archive", layers="uncompressed", repo_tags=(), n
     and, for metadata that is not named by its digest, the digest), so that an existing archive can be
     checked against it without reading its layers.
     """
+    if isinstance(images, Copy):
+        return _plan_copy(images, format, repo_tags, name, origin)
     images = _check_plan_args(images, format, layers)
     repo_tags = list(repo_tags or ())
     parts = _plan_images(images, layers, format, repo_tags)
     target, index_digest = _index_target(parts, format)
+    head = _docker_members(parts.docker_items, repo_tags) if format == "docker-archive" else []
+    return _finish_plan(format, parts, head, target, index_digest, repo_tags, name, origin)
+
+
+def _finish_plan(fmt, parts, head, target, index_digest, repo_tags, name, origin):
+    """The Plan: ``oci-layout``, ``index.json`` (naming ``target`` once per repo tag), the ``head`` members
+    (docker-archive's), the blob directories and the blobs."""
     members = [("oci-layout", OCI_LAYOUT, None, len(OCI_LAYOUT))]
-    if format == "docker-archive":
-        members.extend(_docker_members(parts.docker_items, repo_tags))
+    members.extend(head)
     members.append(("blobs/", None, None, None))
     members.append(("blobs/sha256/", None, None, None))
     members.extend(parts.blobs)
@@ -266,7 +278,47 @@ def plan(images, format="docker-archive", layers="uncompressed", repo_tags=(), n
         index["annotations"] = {ORIGIN_ANNOTATION: _json(origin).decode("utf-8")}
     index_bytes = _json(index)
     members.insert(1, ("index.json", index_bytes, None, len(index_bytes)))
-    return Plan(format, members, parts.manifests, index, index_digest, parts.layer_report)
+    return Plan(fmt, members, parts.manifests, index, index_digest, parts.layer_report)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# registry content kept byte for byte
+# ---------------------------------------------------------------------------------------------------------
+class Copy(object):
+    """Registry content kept byte for byte in an OCI layout (``platform: all`` keeps the registry's index;
+    an OCI artifact is kept as it is): ``top``, the descriptor ``index.json`` names (``mediaType``,
+    ``digest``, ``size``, optional ``artifactType``); ``metadata``, ``[(digest, bytes)]`` of every manifest
+    and config below it, the top one included (checked against their digests); ``layers``, ``[Layer]`` of
+    every other blob (``path`` the file that holds it, ``size`` its size), written as they are whatever the
+    layers mode."""
+
+    def __init__(self, top, metadata, layers):
+        self.top = dict(top)
+        self.metadata = [(digest, bytes(data)) for digest, data in metadata]
+        self.layers = [Layer.coerce(layer) for layer in layers]
+        for digest, data in self.metadata:
+            if _sha256(data) != digest:
+                raise ArchiveError("content does not match its digest %s" % digest)
+        held = dict(self.metadata)
+        if self.top.get("digest") not in held or self.top.get("size") != len(held[self.top["digest"]]):
+            raise ArchiveError("the top manifest %s is not part of the content" % self.top.get("digest"))
+
+
+def _plan_copy(copy, fmt, repo_tags, name, origin):
+    if fmt == "docker-archive":
+        raise ArchiveError("a docker-archive holds one image; registry content kept as it is needs oci-archive or "
+                           "oci-dir")
+    repo_tags = list(repo_tags or ())
+    parts = _Parts()
+    for digest, data in copy.metadata:
+        parts.add_blob(digest, data)
+    for layer in copy.layers:
+        _plan_layer(parts, layer, layer.digest, layer.size, "compressed")
+    top = copy.top
+    parts.manifests.append({"digest": top["digest"], "media_type": top.get("mediaType"), "size": top["size"],
+                            "platform": None})
+    index_digest = top["digest"] if top.get("mediaType") in (OCI_INDEX, DOCKER_LIST) else None
+    return _finish_plan(fmt, parts, [], top, index_digest, repo_tags, name, origin)
 
 
 def member_record(members):

@@ -14,6 +14,7 @@ from ansible_collections.hocker.registry.plugins.module_utils._registry import j
 from ansible_collections.hocker.registry.plugins.module_utils._registry.digest import compute as compute_digest
 from ansible_collections.hocker.registry.plugins.module_utils._registry.digest import is_digest
 from ansible_collections.hocker.registry.plugins.module_utils._registry.errors import DigestMismatch, ManifestError
+from ansible_collections.hocker.registry.plugins.module_utils._registry.schema1 import parse_schema1
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
@@ -36,7 +37,11 @@ OCI_NONDIST = "application/vnd.oci.image.layer.nondistributable.v1.tar"
 INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
 IMAGE_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
 MANIFEST_TYPES = INDEX_TYPES + IMAGE_TYPES
-ACCEPT = ", ".join((OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST))
+# schema 1 last: a registry that can convert (distribution up to 2.x) serves schema 2 to a client that asks for it
+ACCEPT = ", ".join((OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST) + DOCKER_SCHEMA1)
+IMAGE_CONFIG_TYPES = (OCI_CONFIG, DOCKER_CONFIG)
+SCHEMA1_WARNING = ("%s is a Docker schema 1 manifest, a deprecated format (docker 26 and containerd 2.1 no longer pull "
+                   "it); it is read, but the image should be pushed again with a current client")
 
 MAX_MANIFEST_SIZE = 4 * 1024 * 1024
 MAX_CONFIG_SIZE = 4 * 1024 * 1024
@@ -95,6 +100,8 @@ def _shape_media_type(data):
 class Manifest:
     """A manifest as received: the exact bytes, their digest, the media type and the parsed JSON."""
 
+    schema1 = None   # the schema1.Schema1 of a Docker schema 1 manifest
+
     def __init__(self, raw, media_type, digest, data):
         self.raw = raw
         self.media_type = media_type
@@ -115,6 +122,8 @@ class Manifest:
 
     @property
     def layers(self):
+        if self.schema1 is not None:
+            return self.schema1.layers
         return list(self.data.get("layers") or [])
 
     @property
@@ -122,26 +131,69 @@ class Manifest:
         return list(self.data.get("manifests") or [])
 
     def descriptor(self):
+        """The descriptor of the bytes kept in a blob store (for schema 1: the payload, unsigned)."""
+        if self.schema1 is not None:
+            return {"mediaType": DOCKER_SCHEMA1[0], "digest": self.digest, "size": len(self.schema1.payload)}
         return {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
 
+    @property
+    def stored_bytes(self):
+        """What a blob store keeps under ``digest``: the bytes, or a signed schema 1 manifest's payload."""
+        return self.schema1.payload if self.schema1 is not None else self.raw
 
-def parse_manifest(raw, content_type=None, expected_digest=None, what="manifest"):
-    """Parse manifest bytes; decide the media type (Content-Type, then mediaType, then shape)."""
+    @property
+    def is_schema1(self):
+        return self.schema1 is not None
+
+    @property
+    def is_image(self):
+        return self.media_type in IMAGE_TYPES
+
+    @property
+    def is_artifact(self):
+        """An OCI manifest whose config is not an image config (containers/image's rule): an SBOM, a signature,
+        a Helm chart. A config without a media type counts as an image config."""
+        if self.media_type != OCI_MANIFEST:
+            return False
+        config_type = self.config.get("mediaType")
+        return config_type is not None and config_type not in IMAGE_CONFIG_TYPES
+
+    @property
+    def artifact_type(self):
+        """The artifactType field, else the config's media type (OCI 1.1's rule)."""
+        value = self.data.get("artifactType")
+        return value if isinstance(value, str) and value else self.config.get("mediaType")
+
+
+def _digest_of(raw, expected_digest, what):
+    """(the digest of ``raw``, the DigestMismatch to raise unless it turns out to be a signed schema 1
+    manifest, or None); a mismatch that cannot be one is raised at once."""
     if len(raw) > MAX_MANIFEST_SIZE:
         raise ManifestError("%s is larger than the 4 MiB limit" % what)
     if expected_digest and not is_digest(expected_digest):
         raise ManifestError("cannot verify %s against %r: not a sha256/sha512 digest" % (what, expected_digest))
     algorithm = expected_digest.split(":", 1)[0] if expected_digest else "sha256"
     digest = compute_digest(raw, algorithm)
-    if expected_digest and digest != expected_digest:
-        raise DigestMismatch("%s does not match the requested digest: expected %s, got %s"
-                             % (what, expected_digest, digest))
+    if not expected_digest or digest == expected_digest:
+        return digest, None
+    mismatch = DigestMismatch("%s does not match the requested digest: expected %s, got %s"
+                              % (what, expected_digest, digest))
+    if b'"signatures"' not in raw:   # only a signed schema 1 manifest has another digest than its bytes'
+        raise mismatch
+    return digest, mismatch
+
+
+def parse_manifest(raw, content_type=None, expected_digest=None, what="manifest"):
+    """Parse manifest bytes; decide the media type (Content-Type, then mediaType, then shape)."""
+    digest, mismatch = _digest_of(raw, expected_digest, what)
     data = jsonutil.loads(raw, what, limit=MAX_MANIFEST_SIZE)
     ctype = (content_type or "").split(";", 1)[0].strip().lower()
     field = data.get("mediaType")
     if ctype in DOCKER_SCHEMA1 or field in DOCKER_SCHEMA1 or _shape_media_type(data) == DOCKER_SCHEMA1[0]:
-        raise ManifestError("%s is a Docker schema 1 manifest, which is deprecated and not supported; "
-                            "push the image again with a current client" % what)
+        # the digest of a signed schema 1 manifest is its payload's, not the served bytes'
+        return _schema1_manifest(raw, data, ctype, expected_digest, what)
+    if mismatch is not None:
+        raise mismatch
     if ctype in MANIFEST_TYPES:
         media_type = ctype
         if field and field != ctype:
@@ -166,3 +218,18 @@ def parse_manifest(raw, content_type=None, expected_digest=None, what="manifest"
         for position, entry in enumerate(entries):
             check_descriptor(entry, "entry %d of %s" % (position, what))
     return Manifest(raw, media_type, digest, data)
+
+
+def _schema1_manifest(raw, data, content_type, expected_digest, what):
+    """A Docker schema 1 manifest as a Manifest: ``raw`` and ``data`` as served (signatures included),
+    ``digest`` the payload's, ``schema1`` the parsed form (``layers`` are its schema 2 layers, base first,
+    without sizes; no config)."""
+    try:
+        parsed = parse_schema1(raw, content_type or None, expected_digest, what)
+    except DigestMismatch:
+        raise
+    except ManifestError as exc:
+        raise ManifestError("%s is a Docker schema 1 manifest that cannot be read: %s" % (what, exc))
+    manifest = Manifest(raw, parsed.media_type, parsed.digest, data)
+    manifest.schema1 = parsed
+    return manifest

@@ -16,6 +16,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import os
 import threading
 
 from ansible_collections.hocker.registry.plugins.module_utils._registry.compression import GZIP, NONE, detect
@@ -24,25 +25,31 @@ from ansible_collections.hocker.registry.plugins.module_utils._registry.download
     download, fetch_to_store, foreign_urls)
 from ansible_collections.hocker.registry.plugins.module_utils._registry.errors import DigestMismatch
 from ansible_collections.hocker.registry.plugins.module_utils._registry.sinks import (
-    DEFAULT_INFLATION_RATIO, InflateBounds, Unpacker, copy_into)
+    DEFAULT_INFLATION_RATIO, InflateBounds, Unpacker, copy_into, decompress_stream)
 
 
 class FetchOptions:
     """How layers are fetched: ``max_workers`` in parallel, gzip ``inflater`` (auto|zlib),
     ``max_inflation_ratio`` (0: no ratio bound)."""
 
-    def __init__(self, max_workers=4, inflater="auto", max_inflation_ratio=DEFAULT_INFLATION_RATIO):
+    def __init__(self, max_workers=4, inflater="auto", max_inflation_ratio=DEFAULT_INFLATION_RATIO,
+                 compute_diff_ids=False):
         self.max_workers = max(1, int(max_workers or 1))
         self.inflater = inflater
         self.max_inflation_ratio = max_inflation_ratio
+        # a layer whose diff_id is None (a schema 1 image's) gets it computed, also when kept compressed
+        self.compute_diff_ids = compute_diff_ids
 
 
 class FetchedLayer:
-    def __init__(self, descriptor, diff_id, from_cache, resumed):
+    """A fetched layer: its ``diff_id`` (computed where it was None and asked for) and blob ``size``."""
+
+    def __init__(self, descriptor, diff_id, from_cache, resumed, size=None):
         self.descriptor = descriptor
         self.diff_id = diff_id
         self.from_cache = from_cache
         self.resumed = resumed
+        self.size = size if size is not None else descriptor.get("size")
 
 
 class LayerFetcher:
@@ -73,26 +80,39 @@ class LayerFetcher:
         target = self.destination
         if self._stored(descriptor):
             self.store.touch(digest)
-            target.add_file(digest, self.store.blob_path(digest))
-            return FetchedLayer(descriptor, diff_id, True, False)
+            path = self.store.blob_path(digest)
+            target.add_file(digest, path)
+            return self._raw_fetched(descriptor, diff_id, path, True, None)
         sink_factory = (lambda: target.writer(digest)) if target.streams else None
         if self.store is not None:
             path, result = fetch_to_store(self.client, self.store, descriptor, sink_factory, self.cancel)
             if result is None or not target.streams:
                 target.add_file(digest, path)
-            return FetchedLayer(descriptor, diff_id, result is None, bool(result and result.resumed))
+            return self._raw_fetched(descriptor, diff_id, path, result is None, result)
         path = self._partial(digest)
         result = download(self.client, descriptor, path, sink_factory, self.cancel, sync=False)
         if not target.streams:
             target.add_file(digest, path)
-        return FetchedLayer(descriptor, diff_id, False, result.resumed)
+        return self._raw_fetched(descriptor, diff_id, path, False, result)
+
+    def _raw_fetched(self, descriptor, diff_id, path, from_cache, result):
+        """The FetchedLayer of a blob kept as it is at ``path``; a missing diff_id is computed from it when
+        asked for (a second, local read)."""
+        if diff_id is None and self.options.compute_diff_ids:
+            digest = descriptor["digest"]
+            bounds = InflateBounds("layer %s" % digest, None, self.options.max_inflation_ratio)
+            diff_id = decompress_stream(path, None, expected_digest=digest, inflater=self.options.inflater,
+                                        bounds=bounds).diff_id
+        size = result.size if result is not None else os.path.getsize(path)
+        return FetchedLayer(descriptor, diff_id, from_cache, bool(result and result.resumed), size)
 
     def _unpacker(self, descriptor, diff_id, input_verified=True):
         digest = descriptor["digest"]
         bounds = InflateBounds("layer %s" % digest, descriptor.get("size"), self.options.max_inflation_ratio,
                                self.destination.space_path)
-        return Unpacker(self.destination.writer(diff_id), digest, input_verified=input_verified, bounds=bounds,
-                        inflater=self.options.inflater)
+        # a layer whose diff_id is not known yet is written under its blob digest (see fetch_layers)
+        return Unpacker(self.destination.writer(diff_id or digest), digest, input_verified=input_verified,
+                        bounds=bounds, inflater=self.options.inflater)
 
     def _unpacked(self, descriptor, diff_id):
         digest = descriptor["digest"]
@@ -113,12 +133,12 @@ class LayerFetcher:
                 result = download(self.client, descriptor, self._partial(digest), sink_factory, self.cancel,
                                   sync=False)
             unpacked, resumed = result.sink_result, result.resumed
-        if unpacked.diff_id != diff_id:
+        if diff_id is not None and unpacked.diff_id != diff_id:
             if from_cache:
                 self.store.remove_blob(digest)
             raise DigestMismatch("layer %s decompresses to %s, but the image config says its diff_id is %s"
                                  % (digest, unpacked.diff_id, diff_id))
-        return FetchedLayer(descriptor, diff_id, from_cache, resumed)
+        return FetchedLayer(descriptor, unpacked.diff_id, from_cache, resumed, unpacked.size)
 
 
 def unique_layers(layers, uncompressed):
@@ -129,10 +149,11 @@ def unique_layers(layers, uncompressed):
     first_of = {}
     for descriptor, diff_id in layers:
         digest = descriptor["digest"]
-        if uncompressed and diff_id in first_of and first_of[diff_id] != digest:
+        if uncompressed and diff_id is not None and diff_id in first_of and first_of[diff_id] != digest:
             same[digest] = first_of[diff_id]
             continue
-        first_of.setdefault(diff_id, digest)
+        if diff_id is not None:
+            first_of.setdefault(diff_id, digest)
         unique.setdefault(digest, (descriptor, diff_id))
     return unique, same
 
@@ -142,6 +163,11 @@ def fetch_layers(client, layers, destination, work, uncompressed, store=None, op
 
     Identical blobs (and, uncompressed, identical tars) are fetched once; the biggest start first. A failing
     layer stops the others at their next block and its error is raised.
+
+    A diff_id of None (a schema 1 image's layers: no config gives them) is computed while the layer is
+    decompressed, or with ``options.compute_diff_ids`` from the blob kept compressed; each FetchedLayer
+    returns it with the blob's size. An uncompressed layer without a diff_id is written under its blob
+    digest: the caller hands the file over under its diff_id once it knows it.
     """
     options = options or FetchOptions()
     unique, same = unique_layers(layers, uncompressed)

@@ -21,7 +21,8 @@ __metaclass__ = type
 
 import os
 
-from ansible_collections.hocker.registry.plugins.module_utils._registry.layout import ArchiveError, Image, Layer, OCI_MANIFEST, blob_hex, blob_name, plan
+from ansible_collections.hocker.registry.plugins.module_utils._registry.layout import (
+    ArchiveError, Copy, Image, Layer, OCI_MANIFEST, blob_hex, blob_name, plan)
 from ansible_collections.hocker.registry.plugins.module_utils._registry.tarwriter import BLOCK, COPY_SIZE, Flusher, tar_header, write_archive
 
 
@@ -29,6 +30,8 @@ def can_place(images, format="docker-archive", layers="uncompressed", compressio
     """Whether ``open_placed`` can lay out this archive before the layer files exist."""
     if format == "oci-dir" or compression != "none":
         return False
+    if isinstance(images, Copy):
+        return format != "docker-archive"   # every blob's size is in its descriptor
     if isinstance(images, (Image, dict)):
         images = [images]
     if layers == "compressed" and format != "docker-archive":
@@ -237,15 +240,15 @@ class PlacedArchive(object):
 def open_placed(dest, images, format="docker-archive", layers="uncompressed", repo_tags=(), name=None,
                 origin=None, workdir=None):
     """Lay out an uncompressed-tar archive at ``dest`` before its layers exist (see the module docstring)."""
-    if isinstance(images, (Image, dict)):
-        images = [images]
-    images = [Image.coerce(i) for i in images]
+    if isinstance(images, Copy):
+        layers = "compressed"   # registry content is kept as it is
+    else:
+        images = [Image.coerce(i) for i in ([images] if isinstance(images, (Image, dict)) else images)]
     if not can_place(images, format, layers):
         raise ArchiveError("this archive cannot be laid out before its layers are fetched")
-    for image in images:
-        for layer in image.layers:
-            if layers == "uncompressed" and not isinstance(layer.uncompressed_size, int):
-                raise ArchiveError("placing uncompressed layers needs their (expected) sizes")
+    if layers == "uncompressed" and not all(isinstance(layer.uncompressed_size, int)
+                                            for image in images for layer in image.layers):
+        raise ArchiveError("placing uncompressed layers needs their (expected) sizes")
     options = {"format": format, "layers": layers, "repo_tags": list(repo_tags or ()), "name": name,
                "origin": origin, "compression": "none"}
     p = plan(images, format=format, layers=layers, repo_tags=repo_tags, name=name, origin=origin)

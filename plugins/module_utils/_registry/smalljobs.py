@@ -22,7 +22,7 @@ import hashlib
 import os
 
 from ansible_collections.hocker.registry.plugins.module_utils._registry import digest as digests
-from ansible_collections.hocker.registry.plugins.module_utils._registry import jsonutil, nix
+from ansible_collections.hocker.registry.plugins.module_utils._registry import jsonutil, nix, schema1image
 from ansible_collections.hocker.registry.plugins.module_utils._registry.client import Resolved
 from ansible_collections.hocker.registry.plugins.module_utils._registry.destination import (
     check_dest, known_output, put_bytes, remember_output)
@@ -88,8 +88,16 @@ class SmallOutput:
         return result
 
 
-def manifest_job(ctx, dest=None, index=False, follow=False):
-    """docker_registry_manifest: the selected platform's manifest (or the index) and, with dest, its bytes."""
+def manifest_job(ctx, dest=None, index=False, follow=False, referrers=False):
+    """docker_registry_manifest: the selected platform's manifest (or the index) and, with dest, its bytes;
+    with ``referrers`` also the descriptors of the manifests whose subject is the resolved digest."""
+    result = _manifest_result(ctx, dest, index, follow)
+    if referrers:
+        result["referrers"] = ctx.client.referrers(result["digest"])
+    return result
+
+
+def _manifest_result(ctx, dest, index, follow):
     out = SmallOutput(ctx, dest, follow, {"platform": str(ctx.options.wanted_platform()), "index": index,
                                           "asked": bool(ctx.options.platform)})
     known = out.known()
@@ -138,7 +146,7 @@ def _pinned_locally(ctx, out, index):
 def _resolve_for_manifest(ctx, index):
     client = ctx.client
     try:
-        return client.resolve(ctx.options.wanted_platform(), check_config=not ctx.check_mode)
+        return client.resolve(ctx.options.wanted_platform(), check_config=not ctx.check_mode, list_platforms=True)
     except PlatformError:
         if not index or ctx.options.platform:
             raise
@@ -160,8 +168,26 @@ def config_job(ctx, dest=None, follow=False):
     client = ctx.client
     resolved = client.resolve(ctx.options.wanted_platform())
     result = describe(resolved, ctx.reference)
+    if resolved.image.is_schema1:
+        if ctx.check_mode:
+            return _schema1_config_unknown(ctx, out, result)
+        converted = schema1image.converted(resolved.image, schema1image.layer_facts(
+            client, resolved.image, client.store))
+        resolved.config_bytes = converted.config
+        result["config_digest"] = converted.config_digest
     result.update(config=client.get_config(resolved), changed=False)
     out.write(resolved.config_bytes, resolved.digest, dict((k, result.get(k)) for k in IMAGE_FIELDS), result)
+    return result
+
+
+def _schema1_config_unknown(ctx, out, result):
+    """Check mode on a schema 1 image: its config is made from the diff_ids of its layers, which check mode
+    does not fetch."""
+    ctx.warn("the config of a Docker schema 1 image is computed from its layers, which check mode does not fetch: "
+             "config is not returned and changed assumes dest differs")
+    result.update(config=None, changed=out.target is not None)
+    if out.target is not None:
+        result["dest"] = out.dest
     return result
 
 
@@ -206,6 +232,7 @@ def nix_job(ctx, fmt="fetchdocker", manifest=None, dest=None, name=None, repo_ta
 
 def _from_manifest_file(ref, path):
     raw, data = read_manifest_file(path)
+    refuse_for_nix(parse_manifest(raw, None, None, "the manifest file %s" % path), "the manifest file %s" % path)
     digest = "sha256:" + hashlib.sha256(raw).hexdigest()
     if ref.digest and ref.digest != digest:
         raise DigestMismatch("the manifest file %s has the digest %s, not %s as the image reference says"
@@ -216,8 +243,21 @@ def _from_manifest_file(ref, path):
                        "config_digest": jsonutil.get_dict(data, "config").get("digest")}}
 
 
+def refuse_for_nix(manifest, what):
+    """A Nix expression pins every blob by its registry digest and builds an image: refuse what has no
+    config blob (schema 1) and what is no image (an artifact)."""
+    if manifest.is_schema1:
+        raise ManifestError("%s is a Docker schema 1 image: a Nix expression pins the image config blob by its "
+                            "registry digest, and schema 1 has no config blob (it is computed while converting); "
+                            "use docker_registry_image, which converts it" % what)
+    if manifest.is_artifact:
+        raise ManifestError("%s is an OCI artifact (artifactType %s), not an image: there is nothing for Nix to "
+                            "build; fetch its blobs with docker_registry_layer" % (what, manifest.artifact_type))
+
+
 def _from_registry(ctx):
     resolved = ctx.client.resolve(ctx.options.wanted_platform(), check_config=not ctx.check_mode)
+    refuse_for_nix(resolved.image, str(ctx.reference))
     fields = describe(resolved, ctx.reference)
     return {"data": resolved.image.data, "digest": resolved.manifest_digest, "top": resolved.digest,
             "top_is_index": resolved.top.is_index, "media_type": resolved.image.media_type,

@@ -39,7 +39,7 @@ def test_mismatch_between_header_and_field():
         m.parse_manifest(raw(docker), m.OCI_MANIFEST)
 
 
-def test_schema1_rejected():
+def test_unreadable_schema1_rejected():
     with pytest.raises(ManifestError, match="schema 1"):
         m.parse_manifest(raw({"schemaVersion": 1, "fsLayers": []}), "application/json")
     with pytest.raises(ManifestError, match="schema 1"):
