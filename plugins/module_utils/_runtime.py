@@ -702,6 +702,11 @@ class Containerd(Runtime):
 
     def tag(self, info, source, name):
         if source is None:
+            # the image is there under names the archive does not give (the same image loaded from another
+            # archive, e.g. a mirror's copy): the new name is made after one of those
+            source = next((n for n, value in sorted(self.state(list(self.images()), info).items())
+                           if self.present(info, n, value)), None)
+        if source is None:
             raise RuntimeFailure("containerd can only name an image after another name: the archive names no "
                                  "image, so %s cannot be added (write the archive with repo_tags)" % name)
         self.run(["images", "tag", "--force", source, name], "images tag %s" % name)

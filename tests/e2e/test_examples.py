@@ -8,8 +8,10 @@ succeed. Examples the test bed cannot run are listed in NOT_RUNNABLE with the re
 import base64
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 
 import pytest
 import yaml
@@ -47,6 +49,15 @@ def example_host(tmp_path_factory, registry_basic):
     return {"DOCKER_CONFIG": str(docker_config), "HOME": str(base / "home")}
 
 
+@pytest.fixture
+def scratch():
+    """The example's root for the absolute paths it names: short, as a host's paths are (podman refuses a
+    runroot of more than 50 characters, unix sockets take at most 108 bytes)."""
+    path = tempfile.mkdtemp(prefix="hkex-", dir="/tmp")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def pushed():
     """{(registry url, repository, tag): digest} of the images pushed for examples so far."""
@@ -77,10 +88,13 @@ def podman_env(base):
     return {"CONTAINERS_STORAGE_CONF": storage, "CONTAINERS_CONF": conf}
 
 
-def run_playbook(plays, workdir, env, extra_vars):
+def run_playbook(plays, workdir, env, extra_vars, inventory):
     playbook = os.path.join(workdir, "playbook.yml")
     with open(playbook, "w") as f:
         yaml.safe_dump(plays, f, sort_keys=False)
+    hosts = os.path.join(workdir, "inventory.yml")
+    with open(hosts, "w") as f:
+        yaml.safe_dump(inventory, f, sort_keys=False)
     with open(os.path.join(workdir, "extra-vars.json"), "w") as f:
         json.dump(extra_vars, f)
     home = env.get("HOME") or os.path.join(workdir, "home")   # the example host's home: its certs.d
@@ -97,7 +111,7 @@ def run_playbook(plays, workdir, env, extra_vars):
         "ANSIBLE_INVENTORY_UNPARSED_WARNING": "0",
         "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
     })
-    proc = subprocess.run([ANSIBLE_PLAYBOOK, "-i", "localhost,", playbook, "-e",
+    proc = subprocess.run([ANSIBLE_PLAYBOOK, "-i", hosts, playbook, "-e",
                            "@" + os.path.join(workdir, "extra-vars.json")],
                           capture_output=True, text=True, env=full_env, cwd=workdir, timeout=900, check=False)
     return proc, playbook
@@ -118,34 +132,36 @@ def test_not_runnable_list_is_current():
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[e.id for e in EXAMPLES])
-def test_example(example, example_registries, example_host, pushed, tmp_path, request):
+def test_example(example, example_registries, example_host, pushed, scratch, tmp_path, request):
     if example.id in NOT_RUNNABLE:
         pytest.skip("not runnable on the test bed: %s" % NOT_RUNNABLE[example.id])
-    scratch = tmp_path / "root"
-    scratch.mkdir()
-    data, rewriter = examples.prepare(example, example_registries, str(scratch))
+    data, rewriter = examples.prepare(example, example_registries, scratch)
     push_wanted(rewriter, example_registries, pushed)
-    plays = examples.finish(example, data, rewriter)
     env = dict(example_host)
-    # runtimes: when the example names one, or loads images (a role may load through image_load)
+    # runtimes: when the example names one, or loads images (a role may load through image_load); the
+    # sockets it names (k3s's containerd, /var/run/docker.sock) are the private daemons' sockets
     loads = example.kind == "role" or examples.uses(example.text, "image_load", "load")
     if loads or examples.uses(example.text, "docker", "containerd", "ctr"):
         dockerd = request.getfixturevalue("dockerd")
         env["DOCKER_HOST"] = "unix://" + dockerd.socket
         env["CONTAINERD_ADDRESS"] = dockerd.containerd.socket
+        rewriter.sockets = {"docker": dockerd.socket, "containerd": dockerd.containerd.socket}
     if loads or examples.uses(example.text, "podman"):
         env.update(podman_env(str(tmp_path / "podman")))
-    basic = example_registries["basic"]
+    plays = examples.finish(example, data, rewriter)
     extra_vars = {
         "ansible_python_interpreter": sys.executable,
         "ansible_become_method": "su",          # we are root; no sudo on the test machine
-        "registry_username": basic.username,
-        "registry_password": basic.password,
     }
-    proc, playbook = run_playbook(plays, str(tmp_path), env, extra_vars)
+    # what the play would have from the inventory or a vault: credentials, the images a host deploys
+    extra_vars.update(rewriter.variables)
+    proc, playbook = run_playbook(plays, str(tmp_path), env, extra_vars, examples.inventory(rewriter.groups))
     if proc.returncode != 0:
         with open(playbook) as f:
             shown = f.read()
-        pytest.fail("example %s (%s) failed (rc=%d)\n--- rewritten playbook ---\n%s\n--- output ---\n%s\n%s" % (
-            example.id, example.source, proc.returncode, shown, proc.stdout[-6000:], proc.stderr[-3000:]))
+        given = ", ".join(sorted(rewriter.variables)) or "none"
+        pytest.fail("example %s (%s) failed (rc=%d)\n--- rewritten playbook ---\n%s\n--- variables given: %s\n"
+                    "--- output ---\n%s\n%s" % (
+                        example.id, example.source, proc.returncode, shown, given,
+                        proc.stdout[-6000:], proc.stderr[-3000:]))
     assert "failed=0" in proc.stdout and "unreachable=0" in proc.stdout, proc.stdout[-3000:]

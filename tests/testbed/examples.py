@@ -4,17 +4,29 @@ Every EXAMPLES block of a module or plugin (``plugins/<type>/<name>.py``) and ev
 README (``roles/<role>/README.md``) is collected, rewritten so that it reaches the local test registries
 instead of the registries it names, and run with ``ansible-playbook``. What is rewritten, and nothing else:
 
-* image references (``image:`` values anywhere, the reference given to ``hocker.registry.image_digest``) and
-  registry URLs (``registry:`` values, ``registry_mirrors`` entries, ``registry=`` of the lookup): the
-  registry part is replaced by a test registry, the repository, tag and separate ``tag:`` stay as written.
-  Docker Hub and loopback registries become the anonymous (plain http) registry; a registry host that an
-  example gives credentials for (``username``/``password``) becomes the basic-auth TLS registry (credentials
-  replaced by the test bed's); any other host (``ghcr.io``, ``reg.example.com``...) becomes the token
-  registry (anonymous bearer tokens, as ghcr.io and Docker Hub hand out). A digest pinned in a reference is
-  replaced by the digest of the image the test bed pushed under that name;
+* image references (``image:`` values anywhere, entries of image lists: ``keep`` of docker_registry_store,
+  ``images`` of store_sync, a role's ``image_deploy_images``, and every reference given to
+  ``hocker.registry.image_digest``) and registry URLs (``registry:`` values, ``registry_mirrors`` entries,
+  ``registry=`` of the lookup): the registry part is replaced by a test registry, the repository, tag and
+  separate ``tag:`` stay as written. Docker Hub and loopback registries become the anonymous (plain http)
+  registry; a registry host that an example gives credentials for (``username``/``password`` beside its
+  ``registry`` or ``image``, beside a list of images that are all on that registry, or in a lookup call)
+  becomes the basic-auth TLS registry (literal credentials replaced by the test bed's); any other host
+  (``ghcr.io``, ``reg.example.com``...) becomes the token registry (anonymous bearer tokens, as ghcr.io and
+  Docker Hub hand out; it refuses the basic registry's credentials, as a real registry refuses another's). A
+  digest pinned in a reference is replaced by the digest of the image the test bed pushed under that name;
 * absolute paths under ``/srv``, ``/var``, ``/opt``, ``/data``, ``/mnt``, ``/home``, ``/run`` and ``/tmp``
-  move into a scratch directory (so do paths in shell commands);
-* plays target ``localhost`` (``connection: local``).
+  move into a scratch directory (so do paths in shell commands and ``unix://`` addresses); a containerd or
+  docker socket (``/run/k3s/containerd/containerd.sock``, ``unix:///var/run/docker.sock``) becomes the socket
+  of the test bed's daemon when the caller gives ``Rewriter.sockets``;
+* plays target ``localhost`` (``connection: local``), which the inventory (:func:`inventory`) puts in every
+  group the plays named.
+
+Variables an example uses without defining them (the play would have them from the inventory, a vault or an
+earlier play) get values in ``Rewriter.variables``, by their name: a credential (``registry_password``,
+``vault_registry_password``, ``registry_username``...) is the basic registry's, a list of images
+(``deployed_images``) the references of the images the example names, one image (``app_image``) the first.
+Other undefined variables stay undefined: the example fails and says which.
 
 The environment gives what a real host would have set up once: stored credentials for the basic registry
 (``DOCKER_CONFIG``), its CA in the user's certs.d directory (``HOME``), a private dockerd (``DOCKER_HOST``),
@@ -31,16 +43,19 @@ import os
 import re
 
 import yaml
+from jinja2 import Environment, TemplateSyntaxError, nodes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 COLLECTION = "hocker.registry"
 
 HUB_HOSTS = {"docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"}
 PATH_ROOTS = ("srv", "var", "opt", "data", "mnt", "home", "run", "tmp")
-_PATH_RE = re.compile(r"(?<![\w./:${}-])/(%s)(?=/)" % "|".join(PATH_ROOTS))
-_LOOKUP_RE = re.compile(r"""((?:lookup|query|q)\(\s*['"]hocker\.registry\.image_digest['"]\s*,)([^)]*)\)""")
-_LOOKUP_REF_RE = re.compile(r"""^(\s*)(['"])([^'"]+)\2""")
-_LOOKUP_REGISTRY_RE = re.compile(r"""(registry\s*=\s*)(['"])([^'"]+)\2""")
+_PATH_RE = re.compile(r"(?:(?<=unix://)|(?<![\w./:${}-]))/(%s)(?=/)" % "|".join(PATH_ROOTS))
+_LOOKUP_RE = re.compile(r"""\b(?:lookup|query|q)\(\s*(['"])hocker\.registry\.image_digest\1\s*,""")
+_STRING_RE = re.compile(r"""^(\s*)(['"])([^'"]*)\2(\s*)$""")
+_KEYWORD_RE = re.compile(r"^\s*([A-Za-z_]\w*)\s*=(?!=)(.*)$", re.S)
+# a runtime's socket (after the path rewriting): the test bed's daemon when it has one of that kind
+_SOCKET_RE = re.compile(r"""(unix://)?/[^\s'",\]]*?/(containerd|docker)\.sock(?![\w.-])""")
 _DIGEST_RE = re.compile(r"@sha256:[0-9a-fA-F]{64}")
 CREDENTIAL_KEYS = ("username", "password")
 
@@ -168,34 +183,68 @@ class Registries:
 
 
 class Rewriter:
-    """Rewrites one example (see the module docstring). ``pushed`` collects (mode, reference) of every
+    """Rewrites one example (see the module docstring). ``wanted`` collects (mode, repository, tag) of every
     image the rewritten example names, for the caller to push first; ``digests`` maps a rewritten
     repository ``(mode, repository)`` to the digest pushed there (filled by the caller before ``apply``
-    when references pin digests)."""
+    when references pin digests); ``sockets`` maps a runtime (``containerd``, ``docker``) to the socket of
+    the test bed's daemon (set by the caller before ``apply`` when it gives one). After ``apply``,
+    ``variables`` holds the values of the variables the example uses without defining them; after
+    :func:`finish`, ``groups`` the inventory groups its plays target."""
 
     def __init__(self, registries, scratch):
         self.registries = registries
         self.scratch = scratch.rstrip("/")
         self.credential_hosts = set()
         self.wanted = []          # [(mode, repository, tag)]
+        self.references = []      # the rewritten references of self.wanted (registry/repository:tag)
         self.digests = {}         # (mode, repository) -> digest
+        self.sockets = {}         # runtime -> socket path of the test bed's daemon
         self.directories = set()  # parent directories of the rewritten paths (a host would have them)
+        self.variables = {}       # name -> value for the variables the example expects from the play
+        self.groups = set()       # the inventory groups the example's plays target (see inventory())
 
     # -- analysis ------------------------------------------------------------------------------------
     def scan(self, data):
-        """Find the registry hosts that the example gives credentials for."""
+        """Find the registry hosts that the example gives credentials for: the registry (or the image's
+        registry) of a dict or a lookup call that has ``username``/``password``. Credentials given with
+        a list of images count only when those images are all on one registry (the modules send them to
+        every registry of the list: an example mixing registries is wrong and fails as it would)."""
         for d in _dicts(data):
             keys = _base_keys(d)
             if not any(b in CREDENTIAL_KEYS for b in keys.values()):
                 continue
+            listed = set()
             for k, b in keys.items():
                 host = None
                 if b == "registry" and isinstance(d[k], str):
                     host = host_of_url(d[k])[1]
                 elif b == "image" and isinstance(d[k], str):
                     host = split_reference(_static_part(d[k]))[0]
+                elif b in LIST_OPTIONS and isinstance(d[k], list):
+                    for item in d[k]:
+                        value = item.get("image") if isinstance(item, dict) else item
+                        if isinstance(value, str) and _static_part(value):
+                            listed.add(split_reference(_static_part(value))[0])
                 if host:
                     self.credential_hosts.add(host)
+            if len(listed) == 1 and not any(b == "registry" for b in keys.values()):
+                host = listed.pop()
+                if host and host not in HUB_HOSTS:
+                    self.credential_hosts.add(host)
+        for s in _strings(data):
+            for call in _lookup_calls(s):
+                positional, keywords = _lookup_arguments(s, call)
+                if not any(k in keywords for k in CREDENTIAL_KEYS):
+                    continue
+                registry = _literal(s, keywords.get("registry"))
+                if registry:
+                    self.credential_hosts.add(host_of_url(registry)[1])
+                    continue
+                for span in positional:
+                    ref = _literal(s, span)
+                    host = split_reference(ref)[0] if ref else None
+                    if host:
+                        self.credential_hosts.add(host)
 
     def mode_of(self, host):
         if host is None or host in HUB_HOSTS or is_loopback(host):
@@ -233,10 +282,12 @@ class Rewriter:
         if not sep or "/" in ref_tag:
             repo, ref_tag = name, None
         ref_tag = ref_tag or tag or ("latest" if complete else None)
-        if ref_tag and "{{" not in ref_tag and "{{" not in repo:
-            self.wanted.append((mode, repo, ref_tag))
-        elif "{{" not in repo:
-            self.wanted.append((mode, repo, "latest"))
+        if "{{" in repo:
+            return
+        if not ref_tag or "{{" in ref_tag:
+            ref_tag = "latest"
+        self.wanted.append((mode, repo, ref_tag))
+        self.references.append("%s/%s:%s" % (self.registries[mode].host, repo, ref_tag))
 
     def _pin(self, ref, mode, path):
         if not _DIGEST_RE.search(ref):
@@ -250,7 +301,18 @@ class Rewriter:
         """Rewrite parsed example data in place (see the module docstring); returns the rewritten data."""
         self.scan(data)
         self._walk(data, None)
-        return _map_strings(data, self.string)
+        data = _map_strings(data, self.string)
+        self.variables = self.expected_variables(data)
+        return data
+
+    def _image(self, value, registry_mode, tag):
+        """One image value: a reference, or a repository path below a dict that names a registry."""
+        static = _static_part(value)
+        if registry_mode is not None and split_reference(static)[0] is None:
+            if static:
+                self._want(registry_mode, static, tag, complete="{{" not in value)
+            return value
+        return self.reference(value, tag)
 
     def _walk(self, node, registry_mode):
         """Rewrite the dicts of ``node``; ``registry_mode`` is set below a dict that names a registry (its
@@ -271,12 +333,9 @@ class Rewriter:
         for k, b in keys.items():
             value = node[k]
             if b == "image" and isinstance(value, str):
-                static = _static_part(value)
-                if registry_mode is not None and split_reference(static)[0] is None:
-                    if static:
-                        self._want(registry_mode, static, tag, complete="{{" not in value)
-                else:
-                    node[k] = self.reference(value, tag)
+                node[k] = self._image(value, registry_mode, tag)
+            elif b in LIST_OPTIONS and isinstance(value, list):
+                node[k] = [self._image(v, registry_mode, None) if isinstance(v, str) else v for v in value]
             elif b == "registry_mirrors" and isinstance(value, list):
                 node[k] = [self.registries["anonymous"].url if isinstance(u, str) else u for u in value]
             elif b == "username" and isinstance(value, str):
@@ -289,31 +348,81 @@ class Rewriter:
 
     def string(self, s):
         s = _PATH_RE.sub(lambda m: "%s/%s" % (self.scratch, m.group(1)), s)
+        if self.sockets:
+            s = _SOCKET_RE.sub(self._socket, s)
         for token in re.findall(re.escape(self.scratch) + r"/[^\s'\"]*", s):
             self.directories.add(os.path.dirname(token.split("{{")[0]))
-
         if "image_digest" in s:
-            s = _LOOKUP_RE.sub(self._lookup_call, s)
+            for call in reversed(list(_lookup_calls(s))):
+                s = self._lookup_call(s, call)
         return s
 
-    def _lookup_call(self, m):
-        """One image_digest lookup call: its reference (first argument) and ``registry=`` keyword."""
-        args = m.group(2)
-        registry = _LOOKUP_REGISTRY_RE.search(args)
-        ref = _LOOKUP_REF_RE.match(args)
-        if registry:
-            mode = self.mode_of(host_of_url(registry.group(3))[1])
-            if ref:
-                self._want(mode, ref.group(3), None)
-            args = _LOOKUP_REGISTRY_RE.sub(
-                lambda r: r.group(1) + r.group(2) + self.registry_url(r.group(3)) + r.group(2), args)
-        elif ref:
-            args = _LOOKUP_REF_RE.sub(
-                lambda r: r.group(1) + r.group(2) + self.reference(r.group(3)) + r.group(2), args, count=1)
-        return m.group(1) + args + ")"
+    def _socket(self, m):
+        socket = self.sockets.get(m.group(2))
+        return (m.group(1) or "") + socket if socket else m.group(0)
+
+    def _lookup_call(self, s, call):
+        """Rewrite one image_digest lookup call of ``s``: its references (the positional arguments), its
+        ``registry=`` and literal ``username=``/``password=``; returns the new ``s``."""
+        positional, keywords = _lookup_arguments(s, call)
+        registry = _literal(s, keywords.get("registry"))
+        mode = self.mode_of(host_of_url(registry)[1]) if registry else None
+        basic = self.registries["basic"]
+        edits = []      # (span, new literal)
+        for span in positional:
+            ref = _literal(s, span)
+            if ref is None:
+                continue
+            if mode is not None:
+                self._want(mode, ref, None)
+            else:
+                edits.append((span, self.reference(ref)))
+        for name, new in (("registry", self.registry_url(registry) if registry else None),
+                          ("username", basic.username), ("password", basic.password)):
+            if new is not None and _literal(s, keywords.get(name)) is not None:
+                edits.append((keywords[name], new))
+        for (start, end), new in sorted(edits, reverse=True):
+            m = _STRING_RE.match(s[start:end])
+            s = s[:start] + m.group(1) + m.group(2) + new + m.group(2) + m.group(4) + s[end:]
+        return s
+
+    # -- variables -----------------------------------------------------------------------------------
+    def expected_variables(self, data):
+        """Values for the variables the example uses but does not define (a real play would get them from
+        the inventory, a vault or an earlier play): credentials (``registry_password``,
+        ``vault_registry_password``, ``registry_username``...) are the basic registry's, a list of images
+        (``deployed_images``) is the images the example names, one image (``app_image``) the first."""
+        used, defined = _variables(data)
+        out = {}
+        for name in sorted(used - defined):
+            value = self._value_for(name)
+            if value is not None:
+                out[name] = value
+        return out
+
+    def _value_for(self, name):
+        low = name.lower()
+        if low.startswith(("ansible_", "become")) or low in _PLAY_NAMES:
+            return None
+        basic = self.registries["basic"]
+        if re.search(r"(pass|passwd|password|secret)$", low):
+            return basic.password
+        if re.search(r"(user|username|login)$", low):
+            return basic.username
+        references = sorted(set(self.references), key=self.references.index)
+        if low.endswith("images") and references:
+            return references
+        if low.endswith("image") and references:
+            return references[0]
+        return None
 
 
-_OPTION_KEYS = ("registry_mirrors", "registry", "username", "password", "image", "tag")
+_PLAY_NAMES = ("item", "omit", "hostvars", "groups", "group_names", "inventory_hostname", "play_hosts")
+
+#: list options whose entries are image references (or dicts with an ``image``): the role's images, the
+#: store's ``keep``, the ``images`` of store_sync
+LIST_OPTIONS = ("images", "keep")
+_OPTION_KEYS = ("registry_mirrors", "registry", "username", "password", "image", "tag") + LIST_OPTIONS
 
 
 def _base_keys(d):
@@ -356,6 +465,128 @@ def _dicts(data):
     elif isinstance(data, list):
         for v in data:
             yield from _dicts(v)
+
+
+def _strings(data):
+    if isinstance(data, dict):
+        for v in data.values():
+            yield from _strings(v)
+    elif isinstance(data, list):
+        for v in data:
+            yield from _strings(v)
+    elif isinstance(data, str):
+        yield data
+
+
+def _closing(s, i, closer=")"):
+    """Index of the bracket that closes the one opened just before ``s[i]`` (quotes respected), or None."""
+    depth, quote = 0, None
+    while i < len(s):
+        c = s[i]
+        if quote:
+            if c == "\\":
+                i += 1
+            elif c == quote:
+                quote = None
+        elif c in "'\"":
+            quote = c
+        elif c in "([{":
+            depth += 1
+        elif c in ")]}":
+            if depth == 0:
+                return i if c == closer else None
+            depth -= 1
+        i += 1
+    return None
+
+
+def _lookup_calls(s):
+    """(start, end) of the arguments after the plugin name of every image_digest lookup/query call in ``s``."""
+    for m in _LOOKUP_RE.finditer(s):
+        end = _closing(s, m.end())
+        if end is not None:
+            yield m.end(), end
+
+
+def _lookup_arguments(s, call):
+    """([span of each positional argument], {keyword: span of its value}) of one call (spans index ``s``)."""
+    start, end = call
+    spans, depth, quote, begin = [], 0, None, start
+    i = start
+    while i < end:
+        c = s[i]
+        if quote:
+            if c == "\\":
+                i += 1
+            elif c == quote:
+                quote = None
+        elif c in "'\"":
+            quote = c
+        elif c in "([{":
+            depth += 1
+        elif c in ")]}":
+            depth -= 1
+        elif c == "," and depth == 0:
+            spans.append((begin, i))
+            begin = i + 1
+        i += 1
+    spans.append((begin, end))
+    positional, keywords = [], {}
+    for a, b in spans:
+        m = _KEYWORD_RE.match(s[a:b])
+        if m:
+            keywords[m.group(1)] = (a + m.start(2), b)
+        elif s[a:b].strip():
+            positional.append((a, b))
+    return positional, keywords
+
+
+def _literal(s, span):
+    """The text of a string literal that is the whole of ``s[span]``, else None."""
+    if span is None:
+        return None
+    m = _STRING_RE.match(s[span[0]:span[1]])
+    return m.group(3) if m else None
+
+
+_JINJA = Environment()
+#: keys whose value is a bare Jinja expression
+_CONDITIONALS = ("when", "failed_when", "changed_when", "until", "that")
+_SET_FACT = ("set_fact", "ansible.builtin.set_fact", "ansible.legacy.set_fact")
+
+
+def _variables(data):
+    """(names the example's templates read, names it defines: vars, set_fact, register, loop_var)."""
+    used, defined = set(), set()
+
+    def template(text):
+        try:
+            tree = _JINJA.parse(text)
+        except TemplateSyntaxError:
+            return
+        for name in tree.find_all(nodes.Name):
+            (used if name.ctx == "load" else defined).add(name.name)
+
+    def visit(node):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in ("vars", "defaults") + _SET_FACT and isinstance(value, dict):
+                    defined.update(k for k in value if isinstance(k, str))
+                elif key in ("register", "loop_var") and isinstance(value, str):
+                    defined.add(value)
+                elif key in _CONDITIONALS:
+                    for cond in value if isinstance(value, list) else [value]:
+                        if isinstance(cond, str) and "{{" not in cond:
+                            template("{{ %s }}" % cond)
+                visit(value)
+        elif isinstance(node, list):
+            for value in node:
+                visit(value)
+        elif isinstance(node, str) and ("{{" in node or "{%" in node):
+            template(node)
+
+    visit(data)
+    return used, defined
 
 
 def _map_strings(data, fn):
@@ -427,6 +658,27 @@ def to_playbook(example, data):
     return plays
 
 
+def groups_of(data):
+    """The inventory groups the plays of ``data`` target (``hosts: k8s_nodes``, ``hosts: web:db``)."""
+    out = set()
+    if not is_playbook(data):
+        return out
+    for play in data:
+        hosts = play.get("hosts")
+        for part in re.split(r"[,:]", hosts) if isinstance(hosts, str) else []:
+            name = part.strip().lstrip("&!")
+            if re.match(r"^[A-Za-z_]\w*$", name) and name not in ("all", "ungrouped", "localhost"):
+                out.add(name)
+    return out
+
+
+def inventory(groups):
+    """An inventory where localhost (local connection) is in every group the example targets, so that
+    ``groups['k8s_nodes']``, ``group_names`` and ``hostvars[groups['builders'][0]]`` work as on a fleet."""
+    local = {"localhost": {"ansible_connection": "local"}}
+    return {"all": {"hosts": local, "children": {g: {"hosts": {"localhost": None}} for g in sorted(groups)}}}
+
+
 def uses(text, *words):
     return any(re.search(r"\b%s\b" % re.escape(w), text) for w in words)
 
@@ -442,9 +694,13 @@ def prepare(example, registries, scratch):
 
 
 def finish(example, data, rewriter):
-    """The playbook to run; makes the directories the example's paths live in."""
+    """The playbook to run; makes the directories the example's paths live in. Set ``rewriter.digests``
+    and ``rewriter.sockets`` first; ``rewriter.variables`` then holds the extra variables to run it with."""
     rewriter.wanted = []
+    rewriter.references = []
+    rewriter.directories = set()
     data = rewriter.apply(data)
     for directory in rewriter.directories:
         os.makedirs(directory, exist_ok=True)
+    rewriter.groups = groups_of(data)
     return to_playbook(example, data)

@@ -130,3 +130,108 @@ def test_role_variables_with_a_registry():
     assert role_vars["image_deploy_dest"] == "/S/srv/images"
     assert [i["image"] for i in role_vars["image_deploy_images"]] == ["team/app:1.2", "team/db"]
     assert set(wanted) == {("basic", "team/app", "1.2"), ("basic", "team/db", "latest")}
+
+
+def test_lookup_arguments_credentials_and_variables():
+    plays, wanted = rewrite("""
+        - ansible.builtin.debug:
+            msg: >-
+              {{ lookup('hocker.registry.image_digest', 'team/app:1.2', registry='https://reg.example.com:8443',
+                        platform='linux/arm64', username='deploy', password=registry_password) }}
+        - ansible.builtin.set_fact:
+            digests: "{{ query('hocker.registry.image_digest', 'library/debian:12', 'redis:7.2') }}"
+            pinned: "{{ lookup('hocker.registry.image_digest', 'registry.example.com/a:1', username='u',
+                               password=vault_registry_password | default('x')) }}"
+        - ansible.builtin.debug:
+            msg: "{{ lookup('hocker.registry.image_digest', 'ghcr.io/o/app:2') }} {{ digests }} {{ pinned }}"
+        """, kind="lookup", name="image_digest")
+    tasks = plays[0]["tasks"]
+    assert tasks[0]["ansible.builtin.debug"]["msg"] == (
+        "{{ lookup('hocker.registry.image_digest', 'team/app:1.2', registry='https://127.0.0.1:1002',\n"
+        "          platform='linux/arm64', username='tester', password=registry_password) }}")
+    facts = tasks[1]["ansible.builtin.set_fact"]
+    assert facts["digests"] == ("{{ query('hocker.registry.image_digest', '127.0.0.1:1001/library/debian:12', "
+                                "'127.0.0.1:1001/library/redis:7.2') }}")
+    assert facts["pinned"].startswith("{{ lookup('hocker.registry.image_digest', '127.0.0.1:1002/a:1', "
+                                      "username='tester',")
+    assert "127.0.0.1:1003/o/app:2" in tasks[2]["ansible.builtin.debug"]["msg"]
+    assert set(wanted) == {("basic", "team/app", "1.2"), ("anonymous", "library/debian", "12"),
+                           ("anonymous", "library/redis", "7.2"), ("basic", "a", "1"), ("token", "o/app", "2")}
+
+
+def test_variables_the_play_would_give():
+    example = examples.Example("module", "m", textwrap.dedent("""
+        - hocker.registry.docker_registry_store:
+            path: /var/cache/hocker
+            prune: true
+            keep: [ghcr.io/owner/app:1.2, library/debian:12]
+        - hocker.registry.docker_registry_store:
+            path: /var/cache/hocker
+            keep: "{{ deployed_images }}"
+          register: store
+          when: store_user is defined and not (ansible_user == 'x')
+        - ansible.builtin.set_fact:
+            api_key: "{{ vault_registry_password }}"
+        - ansible.builtin.debug:
+            msg: "{{ store.images }} {{ api_key }} {{ something_else }} {{ item }}"
+          loop: [1]
+        """), "test")
+    data, rw = examples.prepare(example, REGS, "/S")
+    plays = examples.finish(example, data, rw)
+    keep = plays[0]["tasks"][0]["hocker.registry.docker_registry_store"]["keep"]
+    assert keep == ["127.0.0.1:1003/owner/app:1.2", "127.0.0.1:1001/library/debian:12"]
+    # defined by the example (register, set_fact), Ansible's own or unknown: not given
+    assert rw.variables == {"deployed_images": keep, "store_user": "tester", "vault_registry_password": "secret"}
+
+
+def test_runtime_sockets_and_credentials_for_a_list_of_images():
+    example = examples.Example("role", "image_deploy", textwrap.dedent("""
+        - hosts: k3s
+          vars:
+            image_deploy_images:
+              - image: registry.example.com/team/app:1.2
+              - image: "registry.example.com/team/db@{{ db_digest }}"
+            image_deploy_username: deploy
+            image_deploy_password: "{{ vault_registry_password }}"
+            image_deploy_runtime_args: [--address, /run/k3s/containerd/containerd.sock]
+          tasks:
+            - ansible.builtin.command: ctr -a /run/containerd/containerd.sock images ls
+            - ansible.builtin.command: docker -H unix:///var/run/docker.sock images
+            - ansible.builtin.command: podman --url unix:///run/podman/podman.sock images
+        - hosts: nodes
+          vars:
+            image_deploy_images: [{image: quay.io/a/b}, {image: registry.k8s.io/pause:3.9}]
+            image_deploy_username: deploy
+            image_deploy_password: secret
+        """), "test")
+    data, rw = examples.prepare(example, REGS, "/S")
+    rw.sockets = {"containerd": "/T/c.sock", "docker": "/T/d.sock"}
+    plays = examples.finish(example, data, rw)
+    first = plays[0]["vars"]
+    assert first["image_deploy_runtime_args"] == ["--address", "/T/c.sock"]
+    assert [i["image"] for i in first["image_deploy_images"]] == [
+        "127.0.0.1:1002/team/app:1.2", "127.0.0.1:1002/team/db@{{ db_digest }}"]
+    assert [t["ansible.builtin.command"] for t in plays[0]["tasks"]] == [
+        "ctr -a /T/c.sock images ls", "docker -H unix:///T/d.sock images",
+        "podman --url unix:///S/run/podman/podman.sock images"]
+    # credentials given with images of several registries are not mapped: they would go to every one
+    assert [i["image"] for i in plays[1]["vars"]["image_deploy_images"]] == [
+        "127.0.0.1:1003/a/b", "127.0.0.1:1003/pause:3.9"]
+
+
+def test_inventory_groups_of_the_plays():
+    example = examples.Example("role", "r", textwrap.dedent("""
+        - hosts: localhost
+          tasks: [{ansible.builtin.debug: {msg: "{{ groups['k8s_nodes'] }}"}}]
+        - hosts: k8s_nodes:&production:!node3.example.com
+          tasks: []
+        - hosts: all
+          tasks: []
+        """), "test")
+    data, rw = examples.prepare(example, REGS, "/S")
+    plays = examples.finish(example, data, rw)
+    assert [p["hosts"] for p in plays] == ["localhost"] * 3
+    assert rw.groups == {"k8s_nodes", "production"}
+    inv = examples.inventory(rw.groups)
+    assert inv["all"]["hosts"] == {"localhost": {"ansible_connection": "local"}}
+    assert sorted(inv["all"]["children"]) == ["k8s_nodes", "production"]

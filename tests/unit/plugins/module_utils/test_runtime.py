@@ -34,7 +34,7 @@ def write(tmp_path, img, fmt="docker-archive", compression="none", tags=TAGS, na
     dest = str(tmp_path / ("%s.tar%s" % (name, ".gz" if compression == "gzip" else "")))
     source = img if isinstance(img, list) else archive_image(img, "compressed")
     result = tarwriter.write_archive(dest, source, format=fmt, layers="compressed", repo_tags=list(tags),
-                             compression=compression)
+                                     compression=compression)
     return dest, result
 
 
@@ -298,3 +298,66 @@ def test_module_runner_timeout():
     rc, _out, err = run(["sleep", "30"], 1)
     assert time.time() - started < 10
     assert rc == -9 and err == "timed out after 1 seconds: sleep 30"
+
+
+class FakeCtr:
+    """ctr as far as image_load uses it: names -> the archive's target (or a manifest made on import)."""
+
+    def __init__(self):
+        self.names = {}
+        self.manifests = {}        # manifests made on import -> config digest
+        self.calls = []
+
+    def which(self, name):
+        return "/usr/bin/ctr" if name == "ctr" else None
+
+    def run(self, argv, timeout=None):
+        import hashlib
+        args = argv[argv.index("--namespace") + 2:]
+        self.calls.append(" ".join(args[:2]))
+        if args == ["version"]:
+            return 0, "Client:\n  Version:  v2.0.0\n\nServer:\n  Version:  v2.0.0\n", ""
+        if args[:2] == ["images", "ls"]:
+            lines = ["REF TYPE DIGEST SIZE PLATFORMS LABELS"] + [
+                "%s application/vnd.oci.image.manifest.v1+json %s 1.0 KiB linux/amd64 -" % item
+                for item in sorted(self.names.items())]
+            return 0, "\n".join(lines) + "\n", ""
+        if args[:2] == ["images", "import"]:
+            info = R.read_archive(args[-1])
+            manifest = info.target
+            if manifest is None:
+                manifest = "sha256:" + hashlib.sha256(info.image_id.encode()).hexdigest()
+                self.manifests[manifest] = info.image_id
+            for name in info.names:
+                self.names[name] = manifest
+            return 0, "", ""
+        if args[:2] == ["images", "tag"]:
+            self.names[args[-1]] = self.names[args[-2]]
+            return 0, "", ""
+        if args[:2] == ["content", "get"]:
+            config = self.manifests.get(args[2])
+            return (0, json.dumps({"config": {"digest": config}}), "") if config else (1, "", "not found")
+        raise AssertionError(argv)
+
+
+def test_containerd_names_an_image_it_has_under_other_names(tmp_path, images):
+    """The same image from two archives with different names (a mirror's copy and the original): the second
+    is not loaded again, its name is tagged after a name the image already has in containerd."""
+    first, _r = write(tmp_path, images["a"], tags=["mirror.example.com/app:1"], name="first")
+    second, _r = write(tmp_path, images["a"], tags=["ghcr.io/o/app:1"], name="second")
+    iid = images["a"]["config_digest"]
+    ctr = FakeCtr()
+    socket = tmp_path / "containerd.sock"
+    socket.write_text("")
+
+    def load(src):
+        ctr.calls = []
+        params = {"src": src, "runtime": "containerd", "runtime_args": ["--address", str(socket)]}
+        return R.load_image(params, ctr.which, ctr.run)
+
+    assert load(first)["loaded"] is True
+    res = load(second)
+    assert (res["changed"], res["loaded"], res["actions"]) == (True, False, ["tag %s as ghcr.io/o/app:1" % iid])
+    assert ctr.names["ghcr.io/o/app:1"] == ctr.names["mirror.example.com/app:1"]
+    assert "images import" not in ctr.calls
+    assert load(second)["changed"] is False
