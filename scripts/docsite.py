@@ -49,6 +49,13 @@ DOCS = os.path.join(ROOT, "docs")
 COLLECTION = "hocker.registry"
 LABEL_PREFIX = "ansible_collections.%s.docsite." % COLLECTION
 MORE_GUIDES = "More guides"
+
+
+class _IndentedDumper(yaml.SafeDumper):
+    """Lists indented under their key, as yamllint (ansible-lint) wants them."""
+
+    def increase_indent(self, flow=False, indentless=False):
+        return super(_IndentedDumper, self).increase_indent(flow, False)
 ADORNMENTS = {1: "=", 2: "-", 3: "~", 4: "^", 5: '"', 6: "'"}
 LEXERS = {
     "yaml": "yaml+jinja", "yml": "yaml+jinja", "yaml+jinja": "yaml+jinja", "json": "json", "bash": "bash",
@@ -381,7 +388,7 @@ def convert_all(dest_root):
                   % (stem, MORE_GUIDES))
     with open(index_path, "w", encoding="utf-8") as f:
         f.write("---\n")
-        yaml.safe_dump(index, f, sort_keys=False, default_flow_style=False)
+        yaml.dump(index, f, Dumper=_IndentedDumper, sort_keys=False, default_flow_style=False)
     print("docsite: %d guides converted into %s" % (len(guides), os.path.relpath(rst_dir, dest_root)))
 
 

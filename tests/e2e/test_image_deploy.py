@@ -125,9 +125,16 @@ def test_shared_base_layers_are_fetched_once(tmp_path, registry_anonymous, image
     assert blob_gets(reg) == []
     assert reg.count("GET", r"/manifests/") == 0     # HEAD requests suffice to see nothing moved
 
-    # 4. prune: the first image is dropped from the list, its archive goes, a foreign file stays
+    # 4. prune: the first image is dropped from the list, its archive goes, a foreign file stays, and the
+    #    store keeps only what the second image uses (the shared base layers included)
     (dest / "notes.txt").write_text("not an archive")
     variables["image_deploy_images"] = variables["image_deploy_images"][1:]
     changed, _results = run_role(tmp_path, variables)
-    assert changed == 1
+    assert changed == 2                     # the archive removed, the store pruned
     assert sorted(os.listdir(dest)) == sorted(["notes.txt", archive_name(shared.image(reg.host))])
+    stored = set(os.listdir(str(tmp_path / "store" / "blobs" / "sha256")))
+    assert set(d.split(":")[1] for d in shared_layers) <= stored
+    assert not set(d.split(":")[1] for d in simple_layers if d not in shared_layers) & stored
+    with open(str(tmp_path / "store" / "index.json")) as handle:
+        names = [m["annotations"]["org.opencontainers.image.ref.name"] for m in json.load(handle)["manifests"]]
+    assert names and all(shared.repository in n for n in names), names
