@@ -262,7 +262,14 @@ def run_helper(name, server_url, registry, warn, timeout=None):
         warn("the credential helper %s configured for %s was not found on PATH; continuing without its "
              "credentials" % (program, registry))
         return None
-    limit = timeout or HELPER_TIMEOUT
+    output = _ask_helper(executable, program, server_url, registry, warn, timeout or HELPER_TIMEOUT)
+    if output is None:
+        return None
+    return _helper_credentials(output, program, registry, warn)
+
+
+def _ask_helper(executable, program, server_url, registry, warn, limit):
+    """The answer of ``<executable> get`` for ``server_url``; None when it has none, fails, or says too much."""
     try:
         # own process group: on a timeout the helper and anything it started are killed together
         proc = subprocess.Popen([executable, "get"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -281,10 +288,9 @@ def run_helper(name, server_url, registry, warn, timeout=None):
     output = output or b""
     if proc.returncode != 0:
         text = (output + b"\n" + (errors or b"")).decode("utf-8", "replace").lower()
-        if "credentials not found" in text:
-            return None
-        warn("the credential helper %s failed for %s (exit status %d); continuing without its credentials"
-             % (program, registry, proc.returncode))
+        if "credentials not found" not in text:
+            warn("the credential helper %s failed for %s (exit status %d); continuing without its credentials"
+                 % (program, registry, proc.returncode))
         return None
     if not output.strip():
         return None
@@ -292,6 +298,11 @@ def run_helper(name, server_url, registry, warn, timeout=None):
         warn("the credential helper %s answered more than %d bytes for %s; ignoring its answer"
              % (program, MAX_HELPER_OUTPUT, registry))
         return None
+    return output
+
+
+def _helper_credentials(output, program, registry, warn):
+    """Credentials from a helper's answer (``{"Username": ..., "Secret": ...}``), or None."""
     try:
         data = jsonutil.loads(output, "the answer", error=ValueError, limit=MAX_HELPER_OUTPUT)
     except ValueError:
