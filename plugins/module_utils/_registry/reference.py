@@ -191,7 +191,7 @@ def parse_reference(image, registry=None, tag=None):
     original = image
     image, digest = _split_digest(_checked_text(image), original)
     image, ref_tag = _split_reference_tag(image, original)
-    domain, path = _split_domain(image, original, registry)
+    domain, path = _split_host(image, original, registry)
     host, scheme, display = _locate(domain, registry, original)
     if host == DOCKER_HUB_HOST:
         display = "docker.io"
@@ -243,7 +243,7 @@ def _split_reference_tag(image, original):
     return image[:last_colon], ref_tag
 
 
-def _split_domain(image, original, registry):
+def _split_host(image, original, registry):
     """(the registry host the name starts with or None, the repository path)."""
     if not image:
         raise InvalidReference("invalid image reference %r: no repository name" % (original,))
@@ -299,16 +299,22 @@ def split_tag(reference):
     return name, tag, digest
 
 
+def split_domain(name):
+    """(domain, path) of a name without tag or digest (no validation beyond splitting): the first component
+    when it looks like a registry host (a "." or ":" in it - every ``[IPv6]`` address has one - or
+    ``localhost``), else ``docker.io``; Docker Hub's other host names become ``docker.io``."""
+    first, sep, rest = name.partition("/")
+    if not sep or not ("." in first or ":" in first or first == "localhost"):
+        return "docker.io", name
+    if first in ("index.docker.io", "registry-1.docker.io"):
+        return "docker.io", rest
+    return first, rest
+
+
 def normalize_name(reference):
     """``hello-world:latest`` -> ``docker.io/library/hello-world:latest`` (see the module docstring)."""
     name, tag, digest = split_tag(reference)
-    first, sep, rest = name.partition("/")
-    if not sep or not ("." in first or ":" in first or first == "localhost" or first.startswith("[")):
-        domain, path = "docker.io", name
-    else:
-        domain, path = first, rest
-    if domain in ("index.docker.io", "registry-1.docker.io"):
-        domain = "docker.io"
+    domain, path = split_domain(name)
     if domain == "docker.io" and "/" not in path:
         path = "library/" + path
     result = domain + "/" + path
