@@ -211,34 +211,33 @@ def _decode_auth(value):
     return user, password
 
 
+def _text(entry, key):
+    value = entry.get(key)
+    return value if isinstance(value, str) else None
+
+
 def credentials_from_entry(entry, source, warn, key, path):
     """Credentials from one ``auths`` entry (None when it holds nothing usable)."""
     if not isinstance(entry, dict):
         return None
-    username = entry.get("username") if isinstance(entry.get("username"), str) else None
-    password = entry.get("password") if isinstance(entry.get("password"), str) else None
+    username, password = _text(entry, "username"), _text(entry, "password")
     if entry.get("auth"):
         pair = _decode_auth(entry["auth"])
         if pair is None:
             warn("the auth value for %s in %s is not base64 of user:password; ignoring it" % (key, path))
         else:
             username, password = pair
-    identity = entry.get("identitytoken") if isinstance(entry.get("identitytoken"), str) else None
-    registry_token = entry.get("registrytoken") if isinstance(entry.get("registrytoken"), str) else None
+    identity = _text(entry, "identitytoken")
+    registry_token = _text(entry, "registrytoken")
     if identity:
         # docker login keeps the user name beside an identity token and an empty password
-        if not password:
-            password = None
-        if username == IDENTITY_TOKEN_USER:
-            username = None
+        password = password or None
+        username = None if username == IDENTITY_TOKEN_USER else username
     if not username:
-        username = None
-        password = None
+        username = password = None
     creds = Credentials(username=username, password=password, identity_token=identity or None,
                         registry_token=registry_token or None, source=source)
-    if creds.empty:
-        return None
-    return creds
+    return None if creds.empty else creds
 
 
 # ------------------------------------------------------------------------------------------ helpers
