@@ -34,7 +34,7 @@ def write(tmp_path, img, fmt="docker-archive", compression="none", tags=TAGS, na
     dest = str(tmp_path / ("%s.tar%s" % (name, ".gz" if compression == "gzip" else "")))
     source = img if isinstance(img, list) else archive_image(img, "compressed")
     result = tarwriter.write_archive(dest, source, format=fmt, layers="compressed", repo_tags=list(tags),
-                             compression=compression)
+                                     compression=compression)
     return dest, result
 
 
