@@ -6,9 +6,10 @@
 Note that this module util is **PRIVATE** to the collection. It can have breaking changes at any time.
 Do not use this from other collections or standalone plugins/modules!
 
-Nothing here imports Ansible or the registry client: commands run through a ``run(argv, timeout)``
-callable returning ``(rc, stdout, stderr)`` (``module_runner(module)`` builds one on
-``AnsibleModule.run_command``), and executables are found through ``which(name)``.
+Nothing here imports Ansible or the registry client (only the collection's name rules, the pure
+``_registry/reference.py``): commands run through a ``run(argv, timeout)`` callable returning
+``(rc, stdout, stderr)`` (``module_runner(module)`` builds one on ``AnsibleModule.run_command``), and
+executables are found through ``which(name)``.
 
 API
 ---
@@ -50,6 +51,9 @@ import tempfile
 import threading
 import zlib
 
+from ansible_collections.hocker.registry.plugins.module_utils._registry.reference import (
+    normalize_name as reference_name, split_domain, split_tag)
+
 DOCKER_HUB = "docker.io"
 MAX_JSON = 4 * 1024 * 1024          # manifest.json, index.json, manifests and configs are small
 MAX_KEPT = 64 * 1024 * 1024         # small blobs kept while streaming a compressed archive
@@ -83,29 +87,20 @@ class RuntimeFailure(Exception):
 def normalize_name(name):
     """A repo tag (``name[:tag]``) as the runtimes store it: ``registry/repository:tag``.
 
-    Raises ValueError for digests and malformed names."""
+    Raises ValueError for digests and malformed names. The normalisation is the collection's one
+    (``reference.normalize_name``, which also names the images in the archives it writes); the checks are
+    what the runtimes' tag commands accept."""
     if not isinstance(name, str) or not name or name != name.strip():
         raise ValueError("not an image name: %r" % (name,))
     if "@" in name:
         raise ValueError("%s: a repo tag names a tag, not a digest" % name)
-    remote, tag = name, "latest"
-    last = name.rsplit("/", 1)[-1]
-    if ":" in last:
-        remote, tag = name.rsplit(":", 1)
-    if not _TAG.match(tag):
+    remote, tag, _digest = split_tag(name)
+    if not _TAG.match("latest" if tag is None else tag):
         raise ValueError("%s: invalid tag %r" % (name, tag))
-    parts = remote.split("/")
-    if len(parts) > 1 and ("." in parts[0] or ":" in parts[0] or parts[0] == "localhost"):
-        domain, path = parts[0], parts[1:]
-    else:
-        domain, path = DOCKER_HUB, parts
-    if domain in ("index.docker.io", "registry-1.docker.io"):
-        domain = DOCKER_HUB
-    if not path or not all(_PATH_COMPONENT.match(p) for p in path):
+    path = split_domain(remote)[1]
+    if not all(_PATH_COMPONENT.match(p) for p in path.split("/")):
         raise ValueError("%s: invalid repository name (lower case letters, digits and separators)" % name)
-    if domain == DOCKER_HUB and len(path) == 1:
-        path = ["library"] + path
-    return "%s/%s:%s" % (domain, "/".join(path), tag)
+    return reference_name(name)
 
 
 def familiar_name(full):
@@ -362,6 +357,29 @@ def _config_digest_from_manifest(data, what):
 
 def read_archive(path):
     """What an archive holds (see the module docstring)."""
+    compression = _compression_of(path)
+    collector = _Collector(path)
+    try:
+        if compression == "none":
+            members = _scan_seekable(path, collector)
+        else:
+            members = _scan_stream(path, compression, collector)
+    except (IOError, OSError) as exc:
+        raise ArchiveError("cannot read %s: %s" % (path, exc.strerror or exc))
+    if collector.manifest_json is None and collector.index_json is None:
+        raise ArchiveError("%s is not an image archive: it has neither manifest.json (docker-archive) nor "
+                           "index.json (oci-archive)" % path)
+    image_id = names = target = target_type = None
+    kind = "docker-archive" if collector.manifest_json is not None else "oci-archive"
+    if collector.index_json is not None:
+        image_id, names, target, target_type = _from_index(collector, path)
+    if collector.manifest_json is not None:
+        image_id, names = _from_manifest_json(collector, path, compression, members, image_id, names)
+    return ArchiveInfo(kind, image_id, names or [], target, target_type, compression)
+
+
+def _compression_of(path):
+    """The compression of an archive file this module can read (a directory or zstd is refused)."""
     if os.path.isdir(path):
         raise ArchiveError("%s is a directory; give an archive file (docker-archive or oci-archive)" % path)
     try:
@@ -371,90 +389,93 @@ def read_archive(path):
     if compression == "zstd":
         raise ArchiveError("%s is zstd-compressed; only plain tar archives and gzip, bzip2 or xz-compressed ones "
                            "can be inspected" % path)
-    collector = _Collector(path)
-    try:
-        if compression == "none":
-            members = _scan_seekable(path, collector)
-        else:
-            members = _scan_stream(path, compression, collector)
-    except (IOError, OSError) as exc:
-        raise ArchiveError("cannot read %s: %s" % (path, exc.strerror or exc))
+    return compression
 
-    if collector.manifest_json is None and collector.index_json is None:
-        raise ArchiveError("%s is not an image archive: it has neither manifest.json (docker-archive) nor "
-                           "index.json (oci-archive)" % path)
 
-    image_id = names = target = target_type = None
-    kind = "docker-archive" if collector.manifest_json is not None else "oci-archive"
-    if collector.index_json is not None:
-        entries = _entries(collector.index_json, path)
-        targets = sorted(set(e.get("digest") for e in entries))
-        if len(targets) > 1:
-            raise ArchiveError("%s holds %d different images; image_load loads an archive of one image" % (
-                path, len(targets)))
-        desc = entries[0]
-        target, target_type = desc.get("digest"), desc.get("mediaType")
-        idx_names = []
-        for entry in entries:
-            ann = entry.get("annotations") if isinstance(entry.get("annotations"), dict) else {}
-            name = _name_or_none(ann.get(NAME_ANNOTATION) or "")
-            if name is None and "/" in (ann.get(REF_NAME_ANNOTATION) or ""):
-                name = _name_or_none(ann[REF_NAME_ANNOTATION])
-            if name and name not in idx_names:
-                idx_names.append(name)
-        names = idx_names
-        blob = collector.blobs.get(_blob_path(target))
-        depth = 0
-        while blob is not None and depth < 4:
-            data = _parse_json(blob, "manifest " + desc.get("digest", "?"))
-            if _is_index(desc, data):
-                desc = _pick_platform(data, path)
-                if desc is None:
-                    raise ArchiveError("%s holds no image for this host's platform %s" % (
-                        path, "/".join(p for p in host_platform() if p)))
-                blob = collector.blobs.get(_blob_path(desc.get("digest")))
-                depth += 1
-                continue
-            image_id = _config_digest_from_manifest(blob, "the manifest " + desc.get("digest"))
-            break
-        if image_id is None and collector.manifest_json is None:
-            raise ArchiveError("%s: the manifest named by index.json is missing from the archive" % path)
+def _from_index(collector, path):
+    """(image ID or None, names, target digest, target media type) from index.json."""
+    entries = _entries(collector.index_json, path)
+    targets = sorted(set(e.get("digest") for e in entries))
+    if len(targets) > 1:
+        raise ArchiveError("%s holds %d different images; image_load loads an archive of one image" % (
+            path, len(targets)))
+    desc = entries[0]
+    names = _index_names(entries)
+    image_id = _index_image_id(collector, desc, path)
+    if image_id is None and collector.manifest_json is None:
+        raise ArchiveError("%s: the manifest named by index.json is missing from the archive" % path)
+    return image_id, names, desc.get("digest"), desc.get("mediaType")
 
-    if collector.manifest_json is not None:
-        entries = collector.manifest_json
-        if not isinstance(entries, list) or not entries or not all(isinstance(e, dict) for e in entries):
-            raise ArchiveError("manifest.json of %s lists no image" % path)
-        if len(entries) > 1:
-            raise ArchiveError("%s holds %d images; image_load loads an archive of one image" % (path, len(entries)))
-        entry = entries[0]
-        config = entry.get("Config")
-        if not isinstance(config, str) or not config:
-            raise ArchiveError("manifest.json of %s names no config" % path)
-        match = _HEX_NAME.search(_member_name(config))
-        if match:
-            digest = "sha256:" + match.group(1)
-        else:
-            digest = _hash_member(path, compression, config)
-        if image_id is not None and image_id != digest:
-            raise ArchiveError("%s is inconsistent: manifest.json names config %s, index.json %s" % (
-                path, digest, image_id))
-        image_id = digest
-        if _member_name(config) not in members and compression == "none":
-            raise ArchiveError("%s: manifest.json names %s, which the archive lacks%s" % (
-                path, config, TRUNCATED if collector.truncated else ""))
-        tags = entry.get("RepoTags") or []
-        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
-            raise ArchiveError("manifest.json of %s has invalid RepoTags" % path)
-        docker_names = []
-        for tag in tags:
-            name = _name_or_none(tag)
-            if name is None:
-                raise ArchiveError("manifest.json of %s has an invalid repo tag %r" % (path, tag))
-            if name not in docker_names:
-                docker_names.append(name)
-        if docker_names or not names:
-            names = docker_names
-    return ArchiveInfo(kind, image_id, names or [], target, target_type, compression)
+
+def _index_names(entries):
+    """The names index.json gives its entries (containerd's name annotation, else a full ref.name)."""
+    names = []
+    for entry in entries:
+        ann = entry.get("annotations") if isinstance(entry.get("annotations"), dict) else {}
+        name = _name_or_none(ann.get(NAME_ANNOTATION) or "")
+        if name is None and "/" in (ann.get(REF_NAME_ANNOTATION) or ""):
+            name = _name_or_none(ann[REF_NAME_ANNOTATION])
+        if name and name not in names:
+            names.append(name)
+    return names
+
+
+def _index_image_id(collector, desc, path):
+    """The config digest of the image ``desc`` names (through nested indexes, this host's platform); None
+    when its manifest was not read."""
+    blob = collector.blobs.get(_blob_path(desc.get("digest")))
+    for _depth in range(4):
+        if blob is None:
+            return None
+        data = _parse_json(blob, "manifest " + desc.get("digest", "?"))
+        if not _is_index(desc, data):
+            return _config_digest_from_manifest(blob, "the manifest " + desc.get("digest"))
+        desc = _pick_platform(data, path)
+        if desc is None:
+            raise ArchiveError("%s holds no image for this host's platform %s" % (
+                path, "/".join(p for p in host_platform() if p)))
+        blob = collector.blobs.get(_blob_path(desc.get("digest")))
+    return None
+
+
+def _from_manifest_json(collector, path, compression, members, image_id, names):
+    """(image ID, names) with manifest.json's config and RepoTags (which win over index.json's names)."""
+    entry = _manifest_json_entry(collector.manifest_json, path)
+    config = entry.get("Config")
+    if not isinstance(config, str) or not config:
+        raise ArchiveError("manifest.json of %s names no config" % path)
+    match = _HEX_NAME.search(_member_name(config))
+    digest = "sha256:" + match.group(1) if match else _hash_member(path, compression, config)
+    if image_id is not None and image_id != digest:
+        raise ArchiveError("%s is inconsistent: manifest.json names config %s, index.json %s" % (
+            path, digest, image_id))
+    if _member_name(config) not in members and compression == "none":
+        raise ArchiveError("%s: manifest.json names %s, which the archive lacks%s" % (
+            path, config, TRUNCATED if collector.truncated else ""))
+    docker_names = _repo_tag_names(entry, path)
+    return digest, docker_names if docker_names or not names else names
+
+
+def _manifest_json_entry(entries, path):
+    if not isinstance(entries, list) or not entries or not all(isinstance(e, dict) for e in entries):
+        raise ArchiveError("manifest.json of %s lists no image" % path)
+    if len(entries) > 1:
+        raise ArchiveError("%s holds %d images; image_load loads an archive of one image" % (path, len(entries)))
+    return entries[0]
+
+
+def _repo_tag_names(entry, path):
+    tags = entry.get("RepoTags") or []
+    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+        raise ArchiveError("manifest.json of %s has invalid RepoTags" % path)
+    names = []
+    for tag in tags:
+        name = _name_or_none(tag)
+        if name is None:
+            raise ArchiveError("manifest.json of %s has an invalid repo tag %r" % (path, tag))
+        if name not in names:
+            names.append(name)
+    return names
 
 
 def _hash_member(path, compression, name):
@@ -745,81 +766,103 @@ def load_image(params, which, run, check_mode=False):
     """Load ``params['src']`` unless the runtime already has it under every wanted name."""
     src = params["src"]
     info = read_archive(src)
-    if params.get("repo_tags") is not None:
-        wanted = []
-        for tag in params["repo_tags"]:
-            try:
-                name = normalize_name(tag)
-            except ValueError as exc:
-                raise ArchiveError("repo_tags: %s" % exc)
-            if name not in wanted:
-                wanted.append(name)
-    else:
-        wanted = list(info.names)
-
+    wanted = _wanted_names(params.get("repo_tags"), info)
     runtime = select_runtime(params.get("runtime") or "auto", params.get("runtime_args") or [], which, run,
                              namespace=params.get("namespace") or "k8s.io", snapshotter=params.get("snapshotter"))
-    expected = runtime.expected(info)
-    known = wanted + [n for n in info.names if n not in wanted]
-    state = runtime.state(known, info)
-    before = dict((n, state[n]) for n in wanted)
-    missing = [n for n in wanted if not runtime.present(info, n, before[n])]
-    if any(runtime.present(info, n, state[n]) for n in known):
-        image_there = True
-    else:
-        image_there = runtime.has_image(info)
-    # load only when the runtime lacks the image; a name that is missing or points to another image is (re)set
-    # with the tag command when the image is there (a load would give the same result, slower)
-    need_load = not image_there
-    retag = [n for n in missing if not (need_load and n in info.names)]
-
-    result = {
-        "changed": bool(need_load or retag),
-        "loaded": bool(need_load),
-        "runtime": runtime.name,
-        "runtime_version": runtime.version,
-        "image_id": info.image_id,
-        "repo_tags": [familiar_name(n) for n in wanted],
-        "archive": info.as_dict(),
-        "actions": [],
-        "diff": {
-            "before": {"runtime": runtime.name, "images": dict((familiar_name(n), before[n]) for n in wanted)},
-            "after": {"runtime": runtime.name, "images": dict((familiar_name(n), expected) for n in wanted)},
-        },
-    }
-    if not wanted:
-        result["diff"]["before"]["images"] = {info.image_id: info.image_id if image_there else None}
-        result["diff"]["after"]["images"] = {info.image_id: info.image_id}
-    if need_load:
-        result["actions"].append("load %s into %s" % (src, runtime.name))
-    for name in retag:
-        result["actions"].append("tag %s as %s" % (info.image_id, familiar_name(name)))
+    job = _LoadJob(runtime, info, wanted)
+    result = job.result(src)
     if check_mode or not result["changed"]:
         return result
-
-    if need_load:
-        try:
-            _load(runtime, src, info, params.get("timeout"))
-        except RuntimeFailure as exc:
-            if runtime.name == "docker" and info.kind == "oci-archive":
-                raise RuntimeFailure("%s (docker before 25 cannot load an oci-archive into its classic image store: "
-                                     "write a docker-archive)" % exc)
-            raise
-        source = info.names[0] if info.names else None
-    else:
-        source = next((n for n in known if runtime.present(info, n, state[n])), None)
-    for name in retag:
-        runtime.tag(info, source, name)
-
-    # the runtime must now show every wanted name with this content
-    after = runtime.state(wanted, info)
-    wrong = [n for n in wanted if not runtime.present(info, n, after[n])]
-    if wrong:
-        raise RuntimeFailure("%s loaded %s but %s" % (runtime.name, src, "; ".join(
-            "%s is %s, not %s" % (familiar_name(n), after[n] or "missing", expected) for n in wrong)))
-    if not wanted and not runtime.has_image(info):
-        raise RuntimeFailure("%s loaded %s but does not list the image %s" % (runtime.name, src, info.image_id))
+    job.apply(src, params.get("timeout"))
+    job.verify(src)
     return result
+
+
+def _wanted_names(repo_tags, info):
+    """The names the image must have: ``repo_tags`` normalised (duplicates dropped), else the archive's."""
+    if repo_tags is None:
+        return list(info.names)
+    wanted = []
+    for tag in repo_tags:
+        try:
+            name = normalize_name(tag)
+        except ValueError as exc:
+            raise ArchiveError("repo_tags: %s" % exc)
+        if name not in wanted:
+            wanted.append(name)
+    return wanted
+
+
+class _LoadJob:
+    """What the runtime has of one archive's image, and what load_image does about it: load only when the
+    runtime lacks the image; a name that is missing or points to another image is (re)set with the tag
+    command when the image is there (a load would give the same result, slower)."""
+
+    def __init__(self, runtime, info, wanted):
+        self.runtime = runtime
+        self.info = info
+        self.wanted = wanted
+        self.expected = runtime.expected(info)
+        self.known = wanted + [n for n in info.names if n not in wanted]
+        self.state = runtime.state(self.known, info)
+        self.before = dict((n, self.state[n]) for n in wanted)
+        missing = [n for n in wanted if not runtime.present(info, n, self.before[n])]
+        self.image_there = self._present_under_a_name() or runtime.has_image(info)
+        self.need_load = not self.image_there
+        self.retag = [n for n in missing if not (self.need_load and n in info.names)]
+
+    def _present_under_a_name(self):
+        return any(self.runtime.present(self.info, n, self.state[n]) for n in self.known)
+
+    def result(self, src):
+        runtime, info, wanted = self.runtime, self.info, self.wanted
+        actions = ["load %s into %s" % (src, runtime.name)] if self.need_load else []
+        actions.extend("tag %s as %s" % (info.image_id, familiar_name(name)) for name in self.retag)
+        before = dict((familiar_name(n), self.before[n]) for n in wanted)
+        after = dict((familiar_name(n), self.expected) for n in wanted)
+        if not wanted:
+            before = {info.image_id: info.image_id if self.image_there else None}
+            after = {info.image_id: info.image_id}
+        return {
+            "changed": bool(self.need_load or self.retag),
+            "loaded": bool(self.need_load),
+            "runtime": runtime.name,
+            "runtime_version": runtime.version,
+            "image_id": info.image_id,
+            "repo_tags": [familiar_name(n) for n in wanted],
+            "archive": info.as_dict(),
+            "actions": actions,
+            "diff": {"before": {"runtime": runtime.name, "images": before},
+                     "after": {"runtime": runtime.name, "images": after}},
+        }
+
+    def apply(self, src, timeout):
+        """Load the archive (when needed), then set the names to retag."""
+        runtime, info = self.runtime, self.info
+        if self.need_load:
+            try:
+                _load(runtime, src, info, timeout)
+            except RuntimeFailure as exc:
+                if runtime.name == "docker" and info.kind == "oci-archive":
+                    raise RuntimeFailure("%s (docker before 25 cannot load an oci-archive into its classic image "
+                                         "store: write a docker-archive)" % exc)
+                raise
+            source = info.names[0] if info.names else None
+        else:
+            source = next((n for n in self.known if runtime.present(info, n, self.state[n])), None)
+        for name in self.retag:
+            runtime.tag(info, source, name)
+
+    def verify(self, src):
+        """The runtime must now show every wanted name with this content."""
+        runtime, info, wanted = self.runtime, self.info, self.wanted
+        after = runtime.state(wanted, info)
+        wrong = [n for n in wanted if not runtime.present(info, n, after[n])]
+        if wrong:
+            raise RuntimeFailure("%s loaded %s but %s" % (runtime.name, src, "; ".join(
+                "%s is %s, not %s" % (familiar_name(n), after[n] or "missing", self.expected) for n in wrong)))
+        if not wanted and not runtime.has_image(info):
+            raise RuntimeFailure("%s loaded %s but does not list the image %s" % (runtime.name, src, info.image_id))
 
 
 def _load(runtime, src, info, timeout):

@@ -250,60 +250,15 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.hocker.registry.plugins.module_utils._registry.errors import RegistryError
-from ansible_collections.hocker.registry.plugins.module_utils._registry.upkeep import (
-    Upkeep, ensure_store, parse_age, parse_size, remove_store)
-
-
-def _summary(result):
-    return {"size": result["size"], "blobs": result["blobs"], "images": [i["name"] for i in result["images"]]}
+from ansible_collections.hocker.registry.plugins.module_utils._registry.storejob import StoreRequest, store_job
 
 
 def manage(module):
     p = module.params
-    path = p["path"]
-    # no "path" key: exit_json would replace size and state with the directory's stat
-    result = {"changed": False}
-    if p["state"] == "absent":
-        extra = [name for name in ("verify", "prune") if p[name]] + \
-            [name for name in ("keep", "max_size") if p[name] is not None]
-        if extra:
-            raise RegistryError("%s cannot be combined with state=absent" % ", ".join(extra))
-        result["changed"] = remove_store(path, module.check_mode, module.warn)
-        if module._diff:
-            result["diff"] = {"before": {"path": path, "exists": result["changed"]},
-                              "after": {"path": path, "exists": False}}
-        return result
-
-    max_size = parse_size(p["max_size"], "max_size") if p["max_size"] is not None else None
-    min_age = parse_age(p["min_age"])
-    if p["keep"] is not None and not (p["prune"] or max_size is not None):
-        raise RegistryError("keep needs prune=true or max_size")
-    created = ensure_store(path, module.check_mode)
-    if created and module.check_mode:
-        # nothing there yet to check, prune or shrink
-        result.update(changed=True, removed=[], removed_images=[], removed_partials=[], corrupt=[], busy=[],
-                      freed=0, size=0, size_before=0, blobs=0, images=[])
-        if max_size is not None:
-            result.update(max_size=max_size, fits=True)
-        if module._diff:
-            result["diff"] = {"before": {"path": path, "exists": False},
-                              "after": {"path": path, "exists": True, "size": 0, "blobs": 0, "images": []}}
-        return result
-    upkeep = Upkeep(path, check_mode=module.check_mode, warn=module.warn, now=time.time())
-    outcome = upkeep.run(verify=p["verify"], prune=p["prune"], keep=p["keep"], max_size=max_size,
-                         min_age=min_age)
-    result.update(outcome)
-    result["changed"] = bool(created or outcome["removed"] or outcome["removed_images"]
-                             or outcome["removed_partials"])
-    if module._diff:
-        before = {"path": path, "exists": not created, "size": outcome["size_before"],
-                  "blobs": outcome["blobs"] + len(outcome["removed"]),
-                  "images": sorted([i["name"] for i in outcome["images"]]
-                                   + [i["name"] for i in outcome["removed_images"]], key=lambda n: n or "")}
-        after = dict(_summary(outcome), path=path, exists=True)
-        after["images"] = sorted(after["images"], key=lambda n: n or "")
-        result["diff"] = {"before": before, "after": after}
-    return result
+    request = StoreRequest(path=p["path"], state=p["state"], verify=p["verify"], prune=p["prune"], keep=p["keep"],
+                           max_size=p["max_size"], min_age=p["min_age"], check_mode=module.check_mode,
+                           diff=module._diff)
+    return store_job(request, warn=module.warn)
 
 
 def main():

@@ -41,61 +41,80 @@ def parse_challenges(header):
     Handles several challenges in one header, quoted strings holding commas and escapes, and
     case-insensitive schemes and parameter names.
     """
+    reader = _ChallengeReader(header or "")
     challenges = []
-    text = header or ""
-    pos = 0
-    length = len(text)
-
-    def skip_ws(p):
-        while p < length and text[p] in " \t":
-            p += 1
-        return p
-
-    while pos < length:
-        pos = skip_ws(pos)
-        while pos < length and text[pos] in ", \t":
-            pos += 1
-        match = _TOKEN_RE.match(text, pos)
-        if not match:
+    while not reader.done():
+        reader.skip(", \t")
+        scheme = reader.token()
+        if scheme is None:
             break
-        scheme = match.group(0).lower()
-        pos = match.end()
+        challenges.append((scheme.lower(), reader.params()))
+    return challenges
+
+
+class _ChallengeReader:
+    """A position in a WWW-Authenticate value, moving forward as parse_challenges reads it."""
+
+    def __init__(self, text):
+        self.text = text
+        self.pos = 0
+
+    def done(self):
+        return self.pos >= len(self.text)
+
+    def _char(self, pos):
+        return self.text[pos] if pos < len(self.text) else None
+
+    def _skip_from(self, pos, chars):
+        while pos < len(self.text) and self.text[pos] in chars:
+            pos += 1
+        return pos
+
+    def skip(self, chars):
+        self.pos = self._skip_from(self.pos, chars)
+
+    def token(self):
+        """The RFC 7230 token here (the position moves past it), or None."""
+        match = _TOKEN_RE.match(self.text, self.pos)
+        if not match:
+            return None
+        self.pos = match.end()
+        return match.group(0)
+
+    def params(self):
+        """The parameters of one challenge: ``key=value`` pairs, or a lone token68 (under the key "")."""
         params = {}
         while True:
-            save = pos
-            pos = skip_ws(pos)
-            while pos < length and text[pos] in ", \t":
-                pos += 1
-            key_match = _TOKEN_RE.match(text, pos)
-            if not key_match:
-                break
-            after = skip_ws(key_match.end())
-            if after >= length or text[after] != "=":
-                # a new challenge starts here (or a token68 form we do not use)
-                if not params and _TOKEN68_RE.fullmatch(key_match.group(0)) and (after >= length or text[after] == ","):
-                    params[""] = key_match.group(0)
-                    pos = after
-                    continue
-                pos = save
-                break
-            value_pos = skip_ws(after + 1)
-            if value_pos < length and text[value_pos] == '"':
-                value_chars = []
-                p = value_pos + 1
-                while p < length and text[p] != '"':
-                    if text[p] == "\\" and p + 1 < length:
-                        p += 1
-                    value_chars.append(text[p])
-                    p += 1
-                value = "".join(value_chars)
-                pos = p + 1
+            save = self.pos
+            self.skip(", \t")
+            key = self.token()
+            if key is None:
+                return params
+            after = self._skip_from(self.pos, " \t")
+            if self._char(after) == "=":
+                self.pos = after + 1
+                params[key.lower()] = self.value()
+            elif not params and _TOKEN68_RE.fullmatch(key) and self._char(after) in (None, ","):
+                params[""] = key
+                self.pos = after
             else:
-                value_match = _TOKEN_RE.match(text, value_pos)
-                value = value_match.group(0) if value_match else ""
-                pos = value_match.end() if value_match else value_pos
-            params[key_match.group(0).lower()] = value
-        challenges.append((scheme, params))
-    return challenges
+                self.pos = save     # a new challenge starts here
+                return params
+
+    def value(self):
+        """A parameter's value: a quoted string (backslash escapes) or a token; "" when neither is there."""
+        self.skip(" \t")
+        if self._char(self.pos) != '"':
+            return self.token() or ""
+        chars = []
+        pos = self.pos + 1
+        while pos < len(self.text) and self.text[pos] != '"':
+            if self.text[pos] == "\\" and pos + 1 < len(self.text):
+                pos += 1
+            chars.append(self.text[pos])
+            pos += 1
+        self.pos = pos + 1
+        return "".join(chars)
 
 
 def _parse_time(value):
@@ -225,32 +244,14 @@ class Authenticator:
     def _fetch_token(self, scope):
         params = self.challenge_params
         realm = params.get("realm")
-        service = params.get("service")
-        scopes = [scope]
-        challenge_scope = params.get("scope")
-        if challenge_scope and params.get("error") == "insufficient_scope":
-            for extra in challenge_scope.split(" "):
-                if extra and extra not in scopes:
-                    scopes.insert(0, extra)
-        realm_parts = urlsplit(realm)
-        if realm_parts.scheme not in ("http", "https"):
-            raise AuthenticationError("the registry %s names an unusable token realm %s"
-                                      % (safe_url(self.registry_url), safe_url(realm)))
-        # credentials go to a realm on another origin only over https (or when the registry is plain http)
-        send_secrets = True
-        if realm_parts.scheme != "https" and origin(realm) != self.registry_origin:
-            if urlsplit(self.registry_url).scheme == "https":
-                send_secrets = False
-        creds = self.credentials
-        if not send_secrets and (creds.has_basic or self.refresh_token):
-            raise AuthenticationError("refusing to send credentials for %s to the plain-http token service %s; "
-                                      "the realm must use https" % (safe_url(self.registry_url), safe_url(realm)))
+        scopes = self._token_scopes(scope, params)
+        self._check_realm(realm)
         body = None
         if self.refresh_token and not self.oauth_unsupported:
-            body = self._post_token(realm, service, scopes)
+            body = self._post_token(realm, params.get("service"), scopes)
             self.oauth_unsupported = body is None
         if body is None:
-            body = self._get_token(realm, service, scopes)
+            body = self._get_token(realm, params.get("service"), scopes)
         token = body.get("access_token") or body.get("token")
         if not token or not isinstance(token, str):
             raise AuthenticationError("the token service %s answered without a token" % safe_url(realm))
@@ -258,6 +259,30 @@ class Authenticator:
             self.refresh_token = body["refresh_token"]
         self.tokens[scope] = (token, token_expiry(body))
         return token
+
+    @staticmethod
+    def _token_scopes(scope, params):
+        """The scopes to ask for: ``scope``, after those an ``insufficient_scope`` challenge names."""
+        scopes = [scope]
+        challenge_scope = params.get("scope")
+        if challenge_scope and params.get("error") == "insufficient_scope":
+            for extra in challenge_scope.split(" "):
+                if extra and extra not in scopes:
+                    scopes.insert(0, extra)
+        return scopes
+
+    def _check_realm(self, realm):
+        """Refuse a realm that is not http(s), and sending credentials to one on another origin over plain
+        http when the registry uses https."""
+        realm_parts = urlsplit(realm)
+        if realm_parts.scheme not in ("http", "https"):
+            raise AuthenticationError("the registry %s names an unusable token realm %s"
+                                      % (safe_url(self.registry_url), safe_url(realm)))
+        send_secrets = not (realm_parts.scheme != "https" and origin(realm) != self.registry_origin
+                            and urlsplit(self.registry_url).scheme == "https")
+        if not send_secrets and (self.credentials.has_basic or self.refresh_token):
+            raise AuthenticationError("refusing to send credentials for %s to the plain-http token service %s; "
+                                      "the realm must use https" % (safe_url(self.registry_url), safe_url(realm)))
 
     def _read_token_response(self, response, realm):
         data = self.transport.read_body(response, MAX_TOKEN_BODY, "the token service's answer")

@@ -223,53 +223,79 @@ class RegistryClient:
     def _error(self, response, what):
         """Turn a failed response into the right RegistryError."""
         status = response.status_code
-        errors = []
-        message = ""
-        if response.request is not None and response.request.method != "HEAD":
-            try:
-                body = self.transport.read_body(response, MAX_ERROR_BODY, "the error answer")
-            except TransportError:
-                body = b""
-            if status == 400 and b"HTTP request to an HTTPS server" in body:
-                response.close()
-                return TransportError("%s speaks https, not http: use an https:// registry URL (or leave the "
-                                      "scheme out)" % self.reference.display_registry, status=status)
-            try:
-                data = jsonutil.loads(body, "the error answer", limit=MAX_ERROR_BODY)
-                errors = [e for e in jsonutil.get_list(data, "errors") if isinstance(e, dict)]
-                if not errors and isinstance(data.get("message"), str):
-                    message = data["message"]
-            except ManifestError:
-                pass
+        body = self._error_body(response)
         response.close()
-        codes = [str(e.get("code", "")).upper() for e in errors]
-        if errors:
-            message = "; ".join("%s: %s" % (e.get("code", "?"), e.get("message", "")) for e in errors)
+        if status == 400 and b"HTTP request to an HTTPS server" in body:
+            return TransportError("%s speaks https, not http: use an https:// registry URL (or leave the "
+                                  "scheme out)" % self.reference.display_registry, status=status)
+        codes, suffix = self._error_summary(body)
         registry = self.reference.display_registry
         repo = self.reference.repository
-        suffix = (" (%s)" % message[:500]) if message else ""
-        if status == 404 or any(c in _NOT_FOUND_CODES for c in codes):
+        if status == 404 or not codes.isdisjoint(_NOT_FOUND_CODES):
             return NotFound("%s not found in %s on %s%s" % (what, repo, registry, suffix), status=status)
         if status == 429 or "TOOMANYREQUESTS" in codes:
-            limits = []
-            for header in ("ratelimit-limit", "ratelimit-remaining", "ratelimit-reset"):
-                if response.headers.get(header):
-                    limits.append("%s: %s" % (header, response.headers[header]))
-            return RateLimited("%s is rate limiting requests for %s (HTTP 429, still after %d retries)%s%s" % (
-                registry, what, self.transport.retries, suffix, (" [" + ", ".join(limits) + "]") if limits else ""))
+            return self._rate_limited(response, what, suffix)
         if status == 401 or "UNAUTHORIZED" in codes:
-            if self.credentials.empty:
-                return AuthenticationError(
-                    "%s requires authentication to pull %s (or the repository does not exist); give username "
-                    "and password or token, or log in with docker login%s" % (registry, repo, suffix), status=status)
-            source = (" from " + self.credentials.source) if self.credentials.source else ""
-            return AuthenticationError("%s rejected the credentials%s for %s (or the repository does not "
-                                       "exist)%s" % (registry, source, repo, suffix), status=status)
+            return self._unauthorized(status, suffix)
         if status == 403 or "DENIED" in codes:
             return AuthenticationError("%s denied access to %s%s" % (registry, repo, suffix), status=status)
+        return self._http_error(response, what, suffix)
+
+    def _error_body(self, response):
+        """The (capped) body of an error answer; empty for a HEAD or when it cannot be read."""
+        if response.request is None or response.request.method == "HEAD":
+            return b""
+        try:
+            return self.transport.read_body(response, MAX_ERROR_BODY, "the error answer")
+        except TransportError:
+            return b""
+
+    @classmethod
+    def _error_summary(cls, body):
+        """(the upper-cased error codes, `` (message)`` or "") of an error answer's body."""
+        errors, message = cls._error_details(body)
+        return set(str(e.get("code", "")).upper() for e in errors), (" (%s)" % message[:500]) if message else ""
+
+    @staticmethod
+    def _error_details(body):
+        """(the error objects of a registry's error answer, its message): ``{"errors": [{code, message}]}``
+        (the message then joins them) or ``{"message": ...}``; ([], "") for anything else."""
+        if not body:
+            return [], ""
+        try:
+            data = jsonutil.loads(body, "the error answer", limit=MAX_ERROR_BODY)
+        except ManifestError:
+            return [], ""
+        errors = [e for e in jsonutil.get_list(data, "errors") if isinstance(e, dict)]
+        if errors:
+            return errors, "; ".join("%s: %s" % (e.get("code", "?"), e.get("message", "")) for e in errors)
+        message = data.get("message")
+        return [], message if isinstance(message, str) else ""
+
+    def _http_error(self, response, what, suffix):
         tries = getattr(response, "tries", 1)
         after = (" (after %d tries)" % tries) if tries > 1 else ""
-        return TransportError("%s answered HTTP %d for %s%s%s" % (registry, status, what, after, suffix), status=status)
+        return TransportError("%s answered HTTP %d for %s%s%s" % (self.reference.display_registry, response.status_code,
+                                                                  what, after, suffix), status=response.status_code)
+
+    def _rate_limited(self, response, what, suffix):
+        limits = ["%s: %s" % (header, response.headers[header])
+                  for header in ("ratelimit-limit", "ratelimit-remaining", "ratelimit-reset")
+                  if response.headers.get(header)]
+        return RateLimited("%s is rate limiting requests for %s (HTTP 429, still after %d retries)%s%s" % (
+            self.reference.display_registry, what, self.transport.retries, suffix,
+            (" [" + ", ".join(limits) + "]") if limits else ""))
+
+    def _unauthorized(self, status, suffix):
+        registry = self.reference.display_registry
+        repo = self.reference.repository
+        if self.credentials.empty:
+            return AuthenticationError(
+                "%s requires authentication to pull %s (or the repository does not exist); give username "
+                "and password or token, or log in with docker login%s" % (registry, repo, suffix), status=status)
+        source = (" from " + self.credentials.source) if self.credentials.source else ""
+        return AuthenticationError("%s rejected the credentials%s for %s (or the repository does not "
+                                   "exist)%s" % (registry, source, repo, suffix), status=status)
 
     def _fetch_small(self, path, headers, limit, what):
         """GET a small body, retrying transient failures of the body too."""

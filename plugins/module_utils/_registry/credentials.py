@@ -211,34 +211,33 @@ def _decode_auth(value):
     return user, password
 
 
+def _text(entry, key):
+    value = entry.get(key)
+    return value if isinstance(value, str) else None
+
+
 def credentials_from_entry(entry, source, warn, key, path):
     """Credentials from one ``auths`` entry (None when it holds nothing usable)."""
     if not isinstance(entry, dict):
         return None
-    username = entry.get("username") if isinstance(entry.get("username"), str) else None
-    password = entry.get("password") if isinstance(entry.get("password"), str) else None
+    username, password = _text(entry, "username"), _text(entry, "password")
     if entry.get("auth"):
         pair = _decode_auth(entry["auth"])
         if pair is None:
             warn("the auth value for %s in %s is not base64 of user:password; ignoring it" % (key, path))
         else:
             username, password = pair
-    identity = entry.get("identitytoken") if isinstance(entry.get("identitytoken"), str) else None
-    registry_token = entry.get("registrytoken") if isinstance(entry.get("registrytoken"), str) else None
+    identity = _text(entry, "identitytoken")
+    registry_token = _text(entry, "registrytoken")
     if identity:
         # docker login keeps the user name beside an identity token and an empty password
-        if not password:
-            password = None
-        if username == IDENTITY_TOKEN_USER:
-            username = None
+        password = password or None
+        username = None if username == IDENTITY_TOKEN_USER else username
     if not username:
-        username = None
-        password = None
+        username = password = None
     creds = Credentials(username=username, password=password, identity_token=identity or None,
                         registry_token=registry_token or None, source=source)
-    if creds.empty:
-        return None
-    return creds
+    return None if creds.empty else creds
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -262,7 +261,14 @@ def run_helper(name, server_url, registry, warn, timeout=None):
         warn("the credential helper %s configured for %s was not found on PATH; continuing without its "
              "credentials" % (program, registry))
         return None
-    limit = timeout or HELPER_TIMEOUT
+    output = _ask_helper(executable, program, server_url, registry, warn, timeout or HELPER_TIMEOUT)
+    if output is None:
+        return None
+    return _helper_credentials(output, program, registry, warn)
+
+
+def _ask_helper(executable, program, server_url, registry, warn, limit):
+    """The answer of ``<executable> get`` for ``server_url``; None when it has none, fails, or says too much."""
     try:
         # own process group: on a timeout the helper and anything it started are killed together
         proc = subprocess.Popen([executable, "get"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -281,10 +287,9 @@ def run_helper(name, server_url, registry, warn, timeout=None):
     output = output or b""
     if proc.returncode != 0:
         text = (output + b"\n" + (errors or b"")).decode("utf-8", "replace").lower()
-        if "credentials not found" in text:
-            return None
-        warn("the credential helper %s failed for %s (exit status %d); continuing without its credentials"
-             % (program, registry, proc.returncode))
+        if "credentials not found" not in text:
+            warn("the credential helper %s failed for %s (exit status %d); continuing without its credentials"
+                 % (program, registry, proc.returncode))
         return None
     if not output.strip():
         return None
@@ -292,6 +297,11 @@ def run_helper(name, server_url, registry, warn, timeout=None):
         warn("the credential helper %s answered more than %d bytes for %s; ignoring its answer"
              % (program, MAX_HELPER_OUTPUT, registry))
         return None
+    return output
+
+
+def _helper_credentials(output, program, registry, warn):
+    """Credentials from a helper's answer (``{"Username": ..., "Secret": ...}``), or None."""
     try:
         data = jsonutil.loads(output, "the answer", error=ValueError, limit=MAX_HELPER_OUTPUT)
     except ValueError:

@@ -174,46 +174,65 @@ def inspect_image(client, want=None, manifests=True, config=False):
     found.media_type = media_type
     if top is None:
         return found
-
     if top.is_index:
-        for descriptor in top.manifests:
-            if isinstance(descriptor, dict) and is_attestation(descriptor):
-                annotations = descriptor.get("annotations") or {}
-                found.attestations.append({
-                    "digest": descriptor.get("digest"),
-                    "media_type": descriptor.get("mediaType"),
-                    "size": descriptor.get("size"),
-                    "subject": annotations.get("vnd.docker.reference.digest"),
-                })
-        candidates = []
-        for plat, descriptor in client.leaves(top):
-            text = _platform_text(descriptor.get("platform"))
-            try:
-                image = client.get_manifest(descriptor["digest"], "manifest %s (%s)" % (descriptor["digest"], text))
-            except NotFound:
-                client.warn("the index lists %s for %s, but the registry does not have that manifest"
-                            % (descriptor["digest"], text))
-                entry = {"platform": text, "manifest_digest": descriptor["digest"],
-                         "media_type": descriptor.get("mediaType"), "config_digest": None, "size": None,
-                         "layers": None}
-                found.entries.append(entry)
-                continue
-            if image.media_type not in IMAGE_TYPES:
-                raise ManifestError("index entry %s is not an image manifest" % descriptor["digest"])
-            entry = _image_entry(image, text)
-            found.entries.append(entry)
-            candidates.append((plat, entry))
-        if config:
-            for entry in found.entries:
-                if entry.get("config_digest"):
-                    entry.update(_config_fields(client, entry))
-        if want is not None and candidates:
-            try:
-                found.selected = select(candidates, want)[1]
-            except PlatformError:
-                found.selected = None
-        return found
+        _inspect_index(client, top, found, want, config)
+    else:
+        _inspect_single(client, top, found, want, config)
+    return found
 
+
+def _attestation(descriptor):
+    annotations = descriptor.get("annotations") or {}
+    return {
+        "digest": descriptor.get("digest"),
+        "media_type": descriptor.get("mediaType"),
+        "size": descriptor.get("size"),
+        "subject": annotations.get("vnd.docker.reference.digest"),
+    }
+
+
+def _inspect_index(client, top, found, want, config):
+    """An index: its attestations, one entry per platform image, the platform ``want`` selects."""
+    found.attestations.extend(_attestation(d) for d in top.manifests if isinstance(d, dict) and is_attestation(d))
+    candidates = []
+    for plat, descriptor in client.leaves(top):
+        entry, present = _platform_entry(client, descriptor)
+        found.entries.append(entry)
+        if present:
+            candidates.append((plat, entry))
+    if config:
+        _add_config_fields(client, found.entries)
+    if want is not None and candidates:
+        try:
+            found.selected = select(candidates, want)[1]
+        except PlatformError:
+            found.selected = None
+
+
+def _add_config_fields(client, entries):
+    for entry in entries:
+        if entry.get("config_digest"):
+            entry.update(_config_fields(client, entry))
+
+
+def _platform_entry(client, descriptor):
+    """(entry, whether the registry has the manifest) of one platform image an index lists; a manifest the
+    registry lacks gets an entry with no config, size nor layer count (and a warning)."""
+    text = _platform_text(descriptor.get("platform"))
+    try:
+        image = client.get_manifest(descriptor["digest"], "manifest %s (%s)" % (descriptor["digest"], text))
+    except NotFound:
+        client.warn("the index lists %s for %s, but the registry does not have that manifest"
+                    % (descriptor["digest"], text))
+        return {"platform": text, "manifest_digest": descriptor["digest"], "media_type": descriptor.get("mediaType"),
+                "config_digest": None, "size": None, "layers": None}, False
+    if image.media_type not in IMAGE_TYPES:
+        raise ManifestError("index entry %s is not an image manifest" % descriptor["digest"])
+    return _image_entry(image, text), True
+
+
+def _inspect_single(client, top, found, want, config):
+    """A single image manifest: its platform comes from its config."""
     if top.media_type not in IMAGE_TYPES and top.media_type not in INDEX_TYPES:
         raise ManifestError("%s is a %s, not an image" % (client.reference, top.media_type))
     entry = _image_entry(top, None)
@@ -226,7 +245,6 @@ def inspect_image(client, want=None, manifests=True, config=False):
     found.entries.append(entry)
     if want is not None and (entry["platform"] is None or want.rank(plat) is not None):
         found.selected = entry
-    return found
 
 
 def _config(client, entry):

@@ -188,6 +188,24 @@ def parse_reference(image, registry=None, tag=None):
 
     Raises InvalidReference with the reason for every rejection.
     """
+    original = image
+    image, digest = _split_digest(_checked_text(image), original)
+    image, ref_tag = _split_reference_tag(image, original)
+    domain, path = _split_host(image, original, registry)
+    host, scheme, display = _locate(domain, registry, original)
+    if host == DOCKER_HUB_HOST:
+        display = "docker.io"
+        if "/" not in path:
+            path = "library/" + path
+    _check_path(path, original)
+    ref_tag = _merge_tag(ref_tag, tag, original)
+    if ref_tag is None and digest is None:
+        ref_tag = "latest"
+    return Reference(host, path, ref_tag, digest, scheme, display)
+
+
+def _checked_text(image):
+    """``image`` stripped; not a string, empty, with whitespace inside or with a URL scheme is refused."""
     if not isinstance(image, str) or not image.strip():
         raise InvalidReference("image must be a non-empty image reference such as library/debian:12")
     original = image
@@ -197,71 +215,74 @@ def parse_reference(image, registry=None, tag=None):
     if "://" in image:
         raise InvalidReference("invalid image reference %r: give the registry URL in the registry option, "
                                "not in image" % (original,))
+    return image
 
-    digest = None
-    if "@" in image:
-        image, digest = image.split("@", 1)
-        validate_user_digest(digest, "digest in %r" % (original,))
 
-    ref_tag = None
+def _split_digest(image, original):
+    """(the reference without ``@digest``, the digest or None)."""
+    if "@" not in image:
+        return image, None
+    image, digest = image.split("@", 1)
+    validate_user_digest(digest, "digest in %r" % (original,))
+    return image, digest
+
+
+def _split_reference_tag(image, original):
+    """(the reference without ``:tag``, the tag or None)."""
     last_slash = image.rfind("/")
     last_colon = image.rfind(":")
-    if last_colon > last_slash:
-        # a ":" after the last "/" separates a tag; but "[::1]:5000" alone has no path
-        candidate = image[last_colon + 1:]
-        if not (image.startswith("[") and "]" in image[last_colon:] and last_slash < 0):
-            ref_tag = candidate
-            image = image[:last_colon]
-            if not _TAG_RE.match(ref_tag):
-                raise InvalidReference("invalid tag %r in %r: tags are up to 128 characters of "
-                                       "letters, digits, _ . - and cannot start with . or -" % (ref_tag, original))
+    if last_colon <= last_slash:
+        return image, None
+    # a ":" after the last "/" separates a tag; but "[::1]:5000" alone has no path
+    if image.startswith("[") and "]" in image[last_colon:] and last_slash < 0:
+        return image, None
+    ref_tag = image[last_colon + 1:]
+    if not _TAG_RE.match(ref_tag):
+        raise InvalidReference("invalid tag %r in %r: tags are up to 128 characters of "
+                               "letters, digits, _ . - and cannot start with . or -" % (ref_tag, original))
+    return image[:last_colon], ref_tag
+
+
+def _split_host(image, original, registry):
+    """(the registry host the name starts with or None, the repository path)."""
     if not image:
         raise InvalidReference("invalid image reference %r: no repository name" % (original,))
     if _IDENTIFIER_RE.match(image) and not registry:
         raise InvalidReference("invalid image reference %r: a 64-character hex string is an image ID, "
                                "not a repository name" % (original,))
-
-    domain = None
-    path = image
     first, sep, rest = image.partition("/")
     if sep and _looks_like_domain(first):
-        domain, path = first, rest
-    elif not sep and (image.startswith("[") or _looks_like_domain(image) and ":" in image):
+        return first, rest
+    if not sep and (image.startswith("[") or _looks_like_domain(image) and ":" in image):
         raise InvalidReference("invalid image reference %r: it names a registry but no repository" % (original,))
+    return None, image
 
-    scheme = "https"
-    display = None
+
+def _locate(domain, registry, original):
+    """(host, scheme, display name or None) of the registry: the registry option, the name's domain or
+    Docker Hub."""
     if registry:
         if domain is not None:
             raise InvalidReference("image %r names a registry (%s) while the registry option is set; give "
                                    "only the repository path in image" % (original, domain))
         scheme, host = parse_registry_url(registry)
-        display = host
-    else:
-        if domain is None or domain.lower() in DOCKER_HUB_ALIASES:
-            host = DOCKER_HUB_HOST
-        else:
-            _check_host(domain, original)
-            host = domain
-            display = domain
-            if is_loopback_host(host):
-                scheme = "auto"
-    if host == DOCKER_HUB_HOST:
-        display = "docker.io"
-        if "/" not in path:
-            path = "library/" + path
-    _check_path(path, original)
+        return host, scheme, host
+    if domain is None or domain.lower() in DOCKER_HUB_ALIASES:
+        return DOCKER_HUB_HOST, "https", None
+    _check_host(domain, original)
+    return domain, "auto" if is_loopback_host(domain) else "https", domain
 
-    if tag is not None:
-        tag = str(tag).strip()
-        if not _TAG_RE.match(tag):
-            raise InvalidReference("invalid tag %r: tags are up to 128 characters of letters, digits, _ . -" % (tag,))
-        if ref_tag is not None and ref_tag != tag:
-            raise InvalidReference("image %r carries tag %r but the tag option says %r" % (original, ref_tag, tag))
-        ref_tag = tag
-    if ref_tag is None and digest is None:
-        ref_tag = "latest"
-    return Reference(host, path, ref_tag, digest, scheme, display)
+
+def _merge_tag(ref_tag, tag, original):
+    """The tag: the ``tag`` option (which must agree with a tag in the reference) or the reference's."""
+    if tag is None:
+        return ref_tag
+    tag = str(tag).strip()
+    if not _TAG_RE.match(tag):
+        raise InvalidReference("invalid tag %r: tags are up to 128 characters of letters, digits, _ . -" % (tag,))
+    if ref_tag is not None and ref_tag != tag:
+        raise InvalidReference("image %r carries tag %r but the tag option says %r" % (original, ref_tag, tag))
+    return tag
 
 
 # names as docker, containerd and the archives write them (no validation beyond splitting)
@@ -278,16 +299,22 @@ def split_tag(reference):
     return name, tag, digest
 
 
+def split_domain(name):
+    """(domain, path) of a name without tag or digest (no validation beyond splitting): the first component
+    when it looks like a registry host (a "." or ":" in it - every ``[IPv6]`` address has one - or
+    ``localhost``), else ``docker.io``; Docker Hub's other host names become ``docker.io``."""
+    first, sep, rest = name.partition("/")
+    if not sep or not ("." in first or ":" in first or first == "localhost"):
+        return "docker.io", name
+    if first in ("index.docker.io", "registry-1.docker.io"):
+        return "docker.io", rest
+    return first, rest
+
+
 def normalize_name(reference):
     """``hello-world:latest`` -> ``docker.io/library/hello-world:latest`` (see the module docstring)."""
     name, tag, digest = split_tag(reference)
-    first, sep, rest = name.partition("/")
-    if not sep or not ("." in first or ":" in first or first == "localhost" or first.startswith("[")):
-        domain, path = "docker.io", name
-    else:
-        domain, path = first, rest
-    if domain in ("index.docker.io", "registry-1.docker.io"):
-        domain = "docker.io"
+    domain, path = split_domain(name)
     if domain == "docker.io" and "/" not in path:
         path = "library/" + path
     result = domain + "/" + path

@@ -115,16 +115,8 @@ def remove_store(path, check_mode, warn=None):
     deleted. A directory that cannot be renamed (a mount point) is emptied in place and left behind, with a
     warning. Returns True when it was (or would be) removed.
     """
-    if not os.path.lexists(path):
+    if not _removable(path):
         return False
-    if os.path.islink(path):
-        raise StoreError("%s is a symbolic link; give the store's real path to remove it" % path)
-    if not os.path.isdir(path):
-        raise StoreError("%s is not a directory; refusing to remove it" % path)
-    if not is_store(path):
-        if not [n for n in os.listdir(path) if n != "lost+found"]:
-            return False    # an empty directory: what is left of a store on a mount point
-        raise StoreError("%s is not a blob store (it has no oci-layout file); refusing to remove it" % path)
     if check_mode:
         return True
     absolute = os.path.abspath(path)
@@ -135,22 +127,42 @@ def remove_store(path, check_mode, warn=None):
         os.rmdir(doomed)
         if exc.errno not in (errno.EBUSY, errno.EXDEV, errno.EPERM, errno.EACCES):
             raise
-        # a mount point: empty it (the layout marker first, so it stops being a store at once)
-        os.unlink(os.path.join(absolute, "oci-layout"))
-        for name in sorted(os.listdir(absolute)):
-            if name == "lost+found":
-                continue
-            child = os.path.join(absolute, name)
-            if os.path.isdir(child) and not os.path.islink(child):
-                shutil.rmtree(child)
-            else:
-                os.unlink(child)
+        _empty_in_place(absolute)
         if warn:
             warn("%s could not be removed (%s); its content was removed and the empty directory left in place"
                  % (path, exc.strerror))
         return True
     shutil.rmtree(doomed)
     return True
+
+
+def _removable(path):
+    """True when ``path`` is a store to remove, False when there is none; anything else is refused."""
+    if not os.path.lexists(path):
+        return False
+    if os.path.islink(path):
+        raise StoreError("%s is a symbolic link; give the store's real path to remove it" % path)
+    if not os.path.isdir(path):
+        raise StoreError("%s is not a directory; refusing to remove it" % path)
+    if not is_store(path):
+        if not [n for n in os.listdir(path) if n != "lost+found"]:
+            return False    # an empty directory: what is left of a store on a mount point
+        raise StoreError("%s is not a blob store (it has no oci-layout file); refusing to remove it" % path)
+    return True
+
+
+def _empty_in_place(absolute):
+    """Empty a store that cannot be renamed (a mount point); the layout marker goes first, so it stops being
+    a store at once."""
+    os.unlink(os.path.join(absolute, "oci-layout"))
+    for name in sorted(os.listdir(absolute)):
+        if name == "lost+found":
+            continue
+        child = os.path.join(absolute, name)
+        if os.path.isdir(child) and not os.path.islink(child):
+            shutil.rmtree(child)
+        else:
+            os.unlink(child)
 
 
 # ---------------------------------------------------------------------------------------------- locks
@@ -350,30 +362,27 @@ class Walker:
     def _parse(self, digest):
         """(child manifest digests, config digest or None, other leaf digests) of a stored manifest; a blob
         that is not a manifest (or is absent) has none."""
-        if digest in self._children:
-            return self._children[digest]
-        children, config, leaves = [], None, []
-        blob = self.blobs.get(digest)
-        data = None
-        if blob is not None and blob.size <= MAX_MANIFEST_SIZE:
-            try:
-                with open(blob.path, "rb") as handle:
-                    data = jsonutil.loads(handle.read(), blob.path, expect=None)
-            except (IOError, OSError, ManifestError):
-                data = None
-        if isinstance(data, dict):
-            for descriptor in data.get("manifests") or []:
-                if isinstance(descriptor, dict) and is_digest(descriptor.get("digest")):
-                    children.append(descriptor["digest"])
-            descriptor = data.get("config")
-            if isinstance(descriptor, dict) and is_digest(descriptor.get("digest")):
-                config = descriptor["digest"]
-            for key in ("layers", "blobs"):
-                for descriptor in data.get(key) or []:
-                    if isinstance(descriptor, dict) and is_digest(descriptor.get("digest")):
-                        leaves.append(descriptor["digest"])
-        self._children[digest] = (children, config, leaves)
+        if digest not in self._children:
+            data = self._read(digest)
+            found = ([], None, [])
+            if isinstance(data, dict):
+                config = data.get("config")
+                found = (_digests(data.get("manifests")),
+                         config["digest"] if _digests([config]) else None,
+                         _digests(data.get("layers")) + _digests(data.get("blobs")))
+            self._children[digest] = found
         return self._children[digest]
+
+    def _read(self, digest):
+        """The JSON of a stored blob small enough to be a manifest; None when it is absent or not JSON."""
+        blob = self.blobs.get(digest)
+        if blob is None or blob.size > MAX_MANIFEST_SIZE:
+            return None
+        try:
+            with open(blob.path, "rb") as handle:
+                return jsonutil.loads(handle.read(), blob.path, expect=None)
+        except (IOError, OSError, ManifestError):
+            return None
 
     def reach(self, digest):
         """(every digest reachable from the manifest ``digest``, present or not; the manifests and configs
@@ -395,6 +404,87 @@ class Walker:
                 meta.add(config)
             every.update(leaves)
         return every, meta
+
+
+def _digests(descriptors):
+    """The valid digests of a list of descriptors (anything else in it is left out)."""
+    return [d["digest"] for d in descriptors or [] if isinstance(d, dict) and is_digest(d.get("digest"))]
+
+
+def _digest_of(entry):
+    return entry.get("digest") if isinstance(entry, dict) else None
+
+
+def _total(blobs, ingest):
+    """Bytes of ``blobs`` ({digest: Blob}) and ``ingest`` (scan_ingest items)."""
+    return sum(b.size for b in blobs.values()) + sum(i[3] for i in ingest)
+
+
+class _Plan:
+    """What one run removes. ``kept`` and ``dropped`` ((entry, reason)) split the index.json entries;
+    ``doomed`` are the blobs only dropped entries reach (removed whatever their age), ``garbage`` the
+    unreferenced blobs not used for min_age, ``stale`` the ingest files to look at. ``reach`` maps
+    ``id(entry)`` to ``Walker.reach`` of its digest."""
+
+    def __init__(self, entries, walker, blobs):
+        self.blobs = blobs
+        self.reach = dict((id(entry), walker.reach(_digest_of(entry))) for entry in entries)
+        self.kept, self.dropped = [], []
+        self.doomed, self.garbage, self.stale = [], [], []
+        self.kept_refs, self.dropped_refs = set(), set()
+
+    def refs(self, entries):
+        found = set()
+        for entry in entries:
+            found |= self.reach[id(entry)][0]
+        return found
+
+    def classify(self, entries, verify, prune, keep):
+        """Drop the entries whose manifest is missing (``verify``) or that ``keep`` does not name (``prune``);
+        the blobs only dropped entries reached are doomed."""
+        for entry in entries:
+            digest = _digest_of(entry)
+            if verify and (not is_digest(digest) or digest not in self.blobs):
+                self.dropped.append((entry, "missing_manifest"))
+            elif prune and keep is not None and not keep.matches(entry):
+                self.dropped.append((entry, "not_kept"))
+            else:
+                self.kept.append(entry)
+        self.kept_refs = self.refs(self.kept)
+        self.dropped_refs = self.refs(entry for entry, _reason in self.dropped) - self.kept_refs
+        self.doomed = [self.blobs[d] for d in sorted(self.dropped_refs) if d in self.blobs]
+
+    def collect_garbage(self, ingest, now, min_age):
+        """The blobs no entry reaches that were not used for ``min_age``; every ingest file (each is looked at
+        again when it is removed)."""
+        self.garbage = [b for d, b in sorted(self.blobs.items())
+                        if d not in self.kept_refs and d not in self.dropped_refs and now - b.mtime >= min_age]
+        self.stale = list(ingest)
+
+    def refcount(self):
+        """{digest: number of kept entries reaching it}."""
+        counts = {}
+        for entry in self.kept:
+            for digest in self.reach[id(entry)][0]:
+                counts[digest] = counts.get(digest, 0) + 1
+        return counts
+
+    def drop(self, entries, reason):
+        """Move ``entries`` from kept to dropped."""
+        if entries:
+            self.kept = [e for e in self.kept if all(e is not x for x in entries)]
+            self.dropped.extend((e, reason) for e in entries)
+
+    def release(self, entry, refcount, doomed):
+        """Evict ``entry``: the blobs no other kept entry reaches become doomed. Returns the bytes freed."""
+        freed = 0
+        for digest in sorted(self.reach[id(entry)][0]):
+            refcount[digest] -= 1
+            if refcount[digest] == 0 and digest in self.blobs and digest not in doomed:
+                self.doomed.append(self.blobs[digest])
+                doomed.add(digest)
+                freed += self.blobs[digest].size
+        return freed
 
 
 # ---------------------------------------------------------------------------------------------- upkeep
@@ -426,46 +516,44 @@ class Upkeep:
             if not locked:
                 self.busy.append(blob.digest)
                 return False
-            try:
-                st = os.lstat(blob.path)
-            except OSError:
-                return False    # already gone (another upkeep run)
-            if min_age is not None and self.now - st.st_mtime < min_age:
-                return False    # a writer used it just now
-            if not self.check_mode:
-                try:
-                    os.unlink(blob.path)
-                except OSError as exc:
-                    if exc.errno != errno.ENOENT:
-                        raise
+            if not self._unlink_unused(blob.path, min_age):
+                return False
         self.removed.append(blob.digest)
         self.freed += blob.size
         return True
 
     def _remove_ingest(self, item, blobs, min_age):
-        path, kind, hexpart, size, mtime = item
-        complete = hexpart is not None and any(("%s:%s" % (a, hexpart)) in blobs for a in ALGORITHMS)
-        if not complete and self.now - mtime < min_age:
+        path, _kind, hexpart, size, mtime = item
+        if _complete(hexpart, blobs):
+            min_age = None  # the store holds the blob: the partial download is of no use, whatever its age
+        elif self.now - mtime < min_age:
             return False
         lock = _lock_path(self.store, hexpart) if hexpart else None
         with (_try_lock(lock) if lock else _nothing()) as locked:
             if not locked:
                 self.busy.append(os.path.basename(path))
                 return False
-            try:
-                st = os.lstat(path)
-            except OSError:
+            if not self._unlink_unused(path, min_age):
                 return False
-            if not complete and self.now - st.st_mtime < min_age:
-                return False
-            if not self.check_mode:
-                try:
-                    os.unlink(path)
-                except OSError as exc:
-                    if exc.errno != errno.ENOENT:
-                        raise
         self.removed_partials.append(os.path.basename(path))
         self.freed += size
+        return True
+
+    def _unlink_unused(self, path, min_age):
+        """Remove ``path`` (its lock held) unless it is gone or (with ``min_age``) was used since the scan;
+        check mode removes nothing. Returns whether it was (or would be) removed."""
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return False    # already gone (another upkeep run)
+        if min_age is not None and self.now - st.st_mtime < min_age:
+            return False    # a writer used it just now
+        if not self.check_mode:
+            try:
+                os.unlink(path)
+            except OSError as exc:
+                if exc.errno != errno.ENOENT:
+                    raise
         return True
 
     # ------------------------------------------------------------------ verify
@@ -507,110 +595,79 @@ class Upkeep:
 
     # ------------------------------------------------------------------ the run
     def run(self, verify=False, prune=False, keep=None, max_size=None, min_age=DEFAULT_MIN_AGE):
+        blobs, ingest, size_before = self._scan(verify)
+        keep = Keep(keep) if keep is not None else None
+        with _index_lock(self.store, self.check_mode):
+            index = read_index_strict(self.store)
+            plan = _Plan(index["manifests"], Walker(self.store, blobs, self.warn), blobs)
+            plan.classify(index["manifests"], verify, prune, keep)
+            # with prune (or when over max_size) the unreferenced blobs not used for min_age go too, and stale
+            # partial downloads
+            size_now = _total(blobs, ingest)
+            if prune or (max_size is not None and size_now > max_size):
+                plan.collect_garbage(ingest, self.now, min_age)
+            if max_size is not None:
+                self._evict(plan, keep, max_size, size_now, min_age)
+            self._apply(plan, index, min_age)
+        return self._result(plan, blobs, ingest, size_before, verify, max_size)
+
+    def _scan(self, verify):
+        """(blobs, ingest files, size before) of the store; with ``verify`` the corrupt blobs are removed
+        and left out of ``blobs``."""
         blobs, strange = scan_blobs(self.store)
         ingest = scan_ingest(self.store)
-        size_before = sum(b.size for b in blobs.values()) + sum(i[3] for i in ingest)
+        size_before = _total(blobs, ingest)
         if strange:
             self.warn("%d file(s) in %s are not blobs of this store and were left alone (e.g. %s)"
                       % (len(strange), self.store.blobs_dir, strange[0]))
         if verify:
             for digest in self.verify(blobs):
                 blobs.pop(digest, None)
-        keep = Keep(keep) if keep is not None else None
+        return blobs, ingest, size_before
 
-        with _index_lock(self.store, self.check_mode):
-            index = read_index_strict(self.store)
-            entries = index["manifests"]
-            walker = Walker(self.store, blobs, self.warn)
-            kept, dropped = [], []
-            for entry in entries:
-                digest = entry.get("digest") if isinstance(entry, dict) else None
-                if verify and (not is_digest(digest) or digest not in blobs):
-                    dropped.append((entry, "missing_manifest"))
-                elif prune and keep is not None and not keep.matches(entry):
-                    dropped.append((entry, "not_kept"))
-                else:
-                    kept.append(entry)
-            reach = {}
-            for entry in entries:
-                reach[id(entry)] = walker.reach(entry.get("digest") if isinstance(entry, dict) else None)
-            kept_refs = set()
-            for entry in kept:
-                kept_refs |= reach[id(entry)][0]
-            dropped_refs = set()
-            for entry, _reason in dropped:
-                dropped_refs |= reach[id(entry)][0]
-            dropped_refs -= kept_refs
+    def _evict(self, plan, keep, max_size, size_now, min_age):
+        """max_size: drop kept entries, least recently used first (``keep`` protects its references), until
+        what is left fits."""
+        doomed = set(b.digest for b in plan.doomed) | set(b.digest for b in plan.garbage)
+        size_now -= sum(plan.blobs[d].size for d in doomed)
+        size_now -= sum(i[3] for i in plan.stale if self._stale(i, plan.blobs, min_age))
+        refcount = plan.refcount()
+        evicted = []
+        for entry in self._eviction_order(plan, keep):
+            if size_now <= max_size:
+                break
+            evicted.append(entry)
+            size_now -= plan.release(entry, refcount, doomed)
+        plan.drop(evicted, "evicted")
 
-            # blobs to remove: those only dropped entries reached (any age); with prune (or when over
-            # max_size) the unreferenced ones not used for min_age, and stale partial downloads
-            doomed = [blobs[d] for d in sorted(dropped_refs) if d in blobs]
-            garbage = []
-            stale = []
-            size_now = sum(b.size for b in blobs.values()) + sum(i[3] for i in ingest)
-            over = max_size is not None and size_now > max_size
-            if prune or over:
-                garbage = [b for d, b in sorted(blobs.items())
-                           if d not in kept_refs and d not in dropped_refs and self.now - b.mtime >= min_age]
-                stale = list(ingest)
+    def _eviction_order(self, plan, keep):
+        """The kept entries ``keep`` does not name, least recently used first."""
+        candidates = [e for e in plan.kept if keep is None or not keep.matches(e)]
+        candidates.sort(key=lambda e: (self._last_used(e, plan.reach[id(e)][1], plan.blobs), entry_name(e) or ""))
+        return candidates
 
-            # max_size: least recently used images first (keep protects its references)
-            evicted = []
-            if max_size is not None:
-                doomed_set = set(b.digest for b in doomed) | set(b.digest for b in garbage)
-                size_now -= sum(blobs[d].size for d in doomed_set)
-                size_now -= sum(i[3] for i in stale if self._stale(i, blobs, min_age))
-                refcount = {}
-                for entry in kept:
-                    for digest in reach[id(entry)][0]:
-                        refcount[digest] = refcount.get(digest, 0) + 1
-                candidates = [e for e in kept if keep is None or not keep.matches(e)]
-                candidates.sort(key=lambda e: (self._last_used(e, reach[id(e)][1], blobs), entry_name(e) or ""))
-                for entry in candidates:
-                    if size_now <= max_size:
-                        break
-                    evicted.append(entry)
-                    for digest in sorted(reach[id(entry)][0]):
-                        refcount[digest] -= 1
-                        if refcount[digest] == 0 and digest in blobs and digest not in doomed_set:
-                            doomed.append(blobs[digest])
-                            doomed_set.add(digest)
-                            size_now -= blobs[digest].size
-                if evicted:
-                    kept = [e for e in kept if all(e is not x for x in evicted)]
-                    dropped.extend((e, "evicted") for e in evicted)
+    def _apply(self, plan, index, min_age):
+        """Write the new index.json (entries first), then remove the blobs and ingest files."""
+        if plan.dropped:
+            for entry, reason in plan.dropped:
+                self.removed_images.append({"name": entry_name(entry), "digest": _digest_of(entry),
+                                            "reason": reason})
+            if not self.check_mode:
+                new_index = dict(index)
+                new_index["manifests"] = plan.kept
+                write_json_atomic(os.path.join(self.store.path, "index.json"), new_index)
+        for blob in plan.doomed:
+            self._remove_blob(blob)
+        for blob in plan.garbage:
+            self._remove_blob(blob, min_age)
+        for item in plan.stale:
+            self._remove_ingest(item, plan.blobs, min_age)
 
-            if dropped:
-                for entry, reason in dropped:
-                    self.removed_images.append({"name": entry_name(entry),
-                                                "digest": entry.get("digest") if isinstance(entry, dict) else None,
-                                                "reason": reason})
-                if not self.check_mode:
-                    new_index = dict(index)
-                    new_index["manifests"] = kept
-                    write_json_atomic(os.path.join(self.store.path, "index.json"), new_index)
-
-            for blob in doomed:
-                self._remove_blob(blob)
-            for blob in garbage:
-                self._remove_blob(blob, min_age)
-            for item in stale:
-                self._remove_ingest(item, blobs, min_age)
-
+    def _result(self, plan, blobs, ingest, size_before, verify, max_size):
         removed = set(self.removed)
         remaining = dict((d, b) for d, b in blobs.items() if d not in removed)
         ingest_left = [i for i in ingest if os.path.basename(i[0]) not in set(self.removed_partials)]
-        size = sum(b.size for b in remaining.values()) + sum(i[3] for i in ingest_left)
-        images = []
-        for entry in kept:
-            every, meta = reach[id(entry)]
-            images.append({
-                "name": entry_name(entry),
-                "digest": entry.get("digest") if isinstance(entry, dict) else None,
-                "media_type": entry.get("mediaType") if isinstance(entry, dict) else None,
-                "size": sum(remaining[d].size for d in every if d in remaining),
-                "last_used": _iso(self._last_used(entry, meta, remaining)),
-            })
+        size = _total(remaining, ingest_left)
         result = {
             "removed": sorted(removed),
             "removed_images": self.removed_images,
@@ -621,7 +678,7 @@ class Upkeep:
             "size": size,
             "size_before": size_before,
             "blobs": len(remaining),
-            "images": images,
+            "images": [self._image(entry, plan.reach[id(entry)], remaining) for entry in plan.kept],
         }
         if verify:
             result["verified"] = self.verified
@@ -633,10 +690,18 @@ class Upkeep:
                           "kept, or unreferenced but used less than min_age ago" % (self.store.path, size, max_size))
         return result
 
+    def _image(self, entry, reached, remaining):
+        every, meta = reached
+        return {
+            "name": entry_name(entry),
+            "digest": _digest_of(entry),
+            "media_type": entry.get("mediaType") if isinstance(entry, dict) else None,
+            "size": sum(remaining[d].size for d in every if d in remaining),
+            "last_used": _iso(self._last_used(entry, meta, remaining)),
+        }
+
     def _stale(self, item, blobs, min_age):
-        hexpart = item[2]
-        complete = hexpart is not None and any(("%s:%s" % (a, hexpart)) in blobs for a in ALGORITHMS)
-        return complete or self.now - item[4] >= min_age
+        return _complete(item[2], blobs) or self.now - item[4] >= min_age
 
     def _last_used(self, entry, meta, blobs):
         """When an image was last fetched or used: its index.json time stamp, or the newest modification
@@ -653,6 +718,11 @@ class Upkeep:
             if blob is not None and blob.mtime > latest:
                 latest = blob.mtime
         return latest
+
+
+def _complete(hexpart, blobs):
+    """Whether the store holds the blob a partial download (of ``hexpart``) was for."""
+    return hexpart is not None and any(("%s:%s" % (a, hexpart)) in blobs for a in ALGORITHMS)
 
 
 @contextlib.contextmanager
