@@ -1,0 +1,144 @@
+# -*- coding: utf-8 -*-
+# Copyright: hocker.registry contributors
+# Apache License 2.0 (see LICENSE)
+"""Controller side of hocker.registry.store_sync (documentation: plugins/modules/store_sync.py).
+
+1. plan: read the controller's store and list the blobs the images need (sync.plan);
+2. ask the host which of them its store lacks (the module, step ``inspect``);
+3. send only those through the connection plugin: small blobs in tar batches, big blobs one file each,
+   into the task's remote temporary directory;
+4. let the host verify and commit them and name the images (the module, step ``receive``).
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+import shutil
+import tempfile
+import time
+
+from ansible import constants as C
+from ansible.errors import AnsibleError
+from ansible.plugins.action import ActionBase
+
+from ansible_collections.hocker.registry.plugins.module_utils._registry import sync
+from ansible_collections.hocker.registry.plugins.module_utils._registry.errors import RegistryError
+from ansible_collections.hocker.registry.plugins.module_utils._registry.store import BlobStore
+
+MODULE = "hocker.registry.store_sync"
+DEFAULT_SRC_VAR = "image_deploy_controller_cache_dir"
+ARGUMENT_SPEC = dict(
+    src=dict(type="path"),
+    dest=dict(type="str", required=True),     # a path on the host: expanded there
+    images=dict(type="list", elements="str"),
+    platforms=dict(type="list", elements="str"),
+)
+
+
+class ActionModule(ActionBase):
+
+    TRANSFERS_FILES = True
+    _VALID_ARGS = frozenset(ARGUMENT_SPEC)
+
+    def run(self, tmp=None, task_vars=None):
+        started = time.time()
+        task_vars = task_vars or {}
+        result = super(ActionModule, self).run(tmp, task_vars)
+        del tmp
+        _validation, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
+        src = args["src"]
+        if not src and task_vars.get(DEFAULT_SRC_VAR):
+            src = os.path.expanduser(str(self._templar.template(task_vars[DEFAULT_SRC_VAR])))
+        result.update(src=src, dest=args["dest"], changed=False)
+        if not src:
+            result.update(failed=True, msg="src is required (the controller's store), unless the variable %s is "
+                                           "set" % DEFAULT_SRC_VAR)
+            return result
+        try:
+            store = BlobStore(src, create=False)
+            plan = sync.plan(store, args["images"], args["platforms"])
+        except RegistryError as exc:
+            result.update(failed=True, msg="src %s: %s" % (src, exc))
+            return result
+        except (OSError, IOError) as exc:
+            result.update(failed=True, msg="src %s: %s" % (src, exc))
+            return result
+        blobs = plan.blob_list()
+        result.update(images=plan.images, blobs=len(blobs))
+
+        local_dir = None
+        try:
+            if self._connection._shell.tmpdir is None:
+                self._make_tmp_path()
+            staging = self._connection._shell.tmpdir
+            common = dict(dest=args["dest"], _hocker_blobs=blobs, _hocker_entries=plan.entries,
+                          _hocker_staging=staging)
+            inspect = self._execute_module(MODULE, module_args=dict(common, _hocker_step="inspect"),
+                                           task_vars=task_vars)
+            if inspect.get("failed"):
+                result.update(inspect)
+                return result
+            missing = inspect.get("missing") or []
+            result.update(present=inspect.get("present", 0), reused=len(inspect.get("reused") or []),
+                          replaced=len(inspect.get("replaced") or []), transfers=0,
+                          sent_blobs=[{"digest": d, "size": plan.blobs[d]} for d in missing],
+                          sent=len(missing), bytes_sent=sum(plan.blobs[d] for d in missing),
+                          recorded=inspect.get("recorded") or [], changed=bool(inspect.get("changed")))
+            if self._task.check_mode:
+                result["changed"] = bool(missing) or result["changed"]
+                return result
+            if not missing:
+                return result
+
+            local_dir = tempfile.mkdtemp(dir=C.DEFAULT_LOCAL_TMP, prefix="hocker-sync-")
+            small = [d for d in missing if plan.blobs[d] < sync.SMALL_BLOB]
+            big = [d for d in missing if plan.blobs[d] >= sync.SMALL_BLOB]
+            sent_batches, sent_files, remote_paths = [], [], []
+            try:
+                for path, _group in sync.make_batches(store, small, plan.blobs, local_dir):
+                    name = os.path.basename(path)
+                    remote = self._connection._shell.join_path(staging, name)
+                    self._transfer_file(path, remote)
+                    os.unlink(path)
+                    sent_batches.append(name)
+                    remote_paths.append(remote)
+                for digest in big:
+                    remote = self._connection._shell.join_path(staging, sync.staged_name(digest))
+                    self._transfer_file(sync.source_path(store, digest, plan.blobs[digest]), remote)
+                    sent_files.append(digest)
+                    remote_paths.append(remote)
+            except (AnsibleError, RegistryError, OSError, IOError) as exc:
+                # keep what arrived in full (the next run sends the rest), then report the failure
+                self._keep_partial(common, sent_batches, sent_files, remote_paths, task_vars)
+                result.update(failed=True, transfers=len(remote_paths),
+                              msg="sending the blobs to %s failed: %s" % (args["dest"], exc))
+                return result
+            result["transfers"] = len(remote_paths)
+            self._fixup_perms2([staging] + remote_paths, execute=False)
+            received = self._execute_module(MODULE, module_args=dict(
+                common, _hocker_step="receive", _hocker_batches=sent_batches, _hocker_files=sent_files),
+                task_vars=task_vars)
+            if received.get("failed"):
+                result.update(received)
+                return result
+            result["recorded"] = received.get("recorded") or []
+            result["changed"] = True
+            return result
+        finally:
+            if local_dir:
+                shutil.rmtree(local_dir, ignore_errors=True)
+            self._remove_tmp_path(self._connection._shell.tmpdir)
+            result["elapsed"] = round(time.time() - started, 3)
+
+    def _keep_partial(self, common, batches, files, remote_paths, task_vars):
+        if not remote_paths:
+            return
+        try:
+            self._fixup_perms2([common["_hocker_staging"]] + remote_paths, execute=False)
+            self._execute_module(MODULE, module_args=dict(common, _hocker_step="receive", _hocker_batches=batches,
+                                                          _hocker_files=files, _hocker_partial=True),
+                                 task_vars=task_vars)
+        except Exception:  # pylint: disable=broad-except
+            pass    # the connection may be gone: the next run finds the complete files and takes them
