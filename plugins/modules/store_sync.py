@@ -27,8 +27,8 @@ description:
     still missing (complete blobs an interrupted run left in the connection user's temporary directory are
     verified and taken instead of being sent again).
   - A blob already in the host's store counts as present when its size matches and it was verified before
-    without having changed since (a marker of its size, inode and times, kept in the store); otherwise it is
-    hashed again, and a damaged one is replaced by a good copy.
+    without having been written since (a marker of its size, inode and times, kept in the store); otherwise
+    it is hashed again, and a damaged one is replaced by a good copy.
   - Finally the host's C(index.json) names each image as in O(src), so
     M(hocker.registry.docker_registry_image) finds it by its reference.
   - This is an action plugin with a module part; the module part runs on the host and is not meant to be
@@ -92,9 +92,10 @@ notes:
   - The files sent go to the connection's remote temporary directory (C(remote_tmp)) first, and are moved into
     O(dest) from there (copied when O(dest) is on another file system or the file cannot be moved).
   - Leftovers of interrupted runs in the remote temporary directories are removed after an hour.
-  - The markers live in C(ingest/verified.json) inside the store. Only a change of the file (content, inode
-    or times) makes a blob be hashed again; damage that leaves all of those alone (a failing disk) is not
-    seen without a full verification (for example C(docker_registry_store) with C(verify=true)).
+  - The markers live in C(ingest/verified.json) inside the store. A blob is hashed again when its size, inode
+    or modification time changed since it was verified, except when the change is a use the store recorded
+    (which sets its access and modification times together). Damage that changes none of those (a failing
+    disk) is not seen without a full verification (for example C(docker_registry_store) with C(verify=true)).
 seealso:
   - module: hocker.registry.docker_registry_image
 """

@@ -14,13 +14,15 @@ small) and the sizes of the other blobs: the store verified every blob when it w
 Host side: ``Receiver(store)``:
 
 - ``inspect(blobs, staging)`` says which blobs the store lacks. A blob counts as present when its size is
-  right and either its *verified marker* still matches or hashing it again proves it good. The markers
+  right and either its *verified marker* still holds or hashing it again proves it good. The markers
   (``STORE/ingest/verified.json``: digest -> [size, inode, mtime_ns, ctime_ns] recorded right after the
-  blob was verified) make an unchanged blob cost one ``stat`` instead of a re-hash; any write to the file, a
-  replacement, a rename from elsewhere or a touch changes one of those fields and the blob is hashed again
-  on the next run. A blob that fails is removed (and then sent again). Complete blobs an interrupted
-  earlier run left in the connection user's temporary directories are adopted (after verification)
-  instead of being sent again.
+  blob was verified) make an unchanged blob cost one ``stat`` instead of a re-hash. A write to the file
+  changes its modification and change times, a replacement its inode: the blob is hashed again. The one
+  change that keeps a marker is a recorded use (``BlobStore.touch`` sets the access and modification time
+  to the same instant, and so the change time: all three equal, which a write does not leave), so that
+  assembling an image does not cost a re-hash of its layers at the next relay. A blob that fails is removed
+  (and then sent again). Complete blobs an interrupted earlier run left in the connection user's temporary
+  directories are adopted (after verification) instead of being sent again.
 - ``receive(blobs, staging, batches, files)`` verifies and commits what the controller sent: tar batches
   of small blobs (members ``<algorithm>/<hex>``, read as streams, never extracted to paths) and single
   big blob files (``hocker-blob-<algorithm>-<hex>``). Each blob's size and digest are checked, it is
@@ -293,6 +295,21 @@ def _stat_key(st):
     return [st.st_size, st.st_ino, st.st_mtime_ns, st.st_ctime_ns]
 
 
+def _marker_holds(marker, st):
+    """True when a blob is as it was when it was verified: the same size, inode and times, or changed since
+    only by recorded uses. ``BlobStore.touch`` (a use, for the least-recently-used eviction) sets the access
+    and modification times to now, which sets the change time too: all three are then equal (a write sets
+    the modification and change times, not the access time)."""
+    if not isinstance(marker, list) or len(marker) != 4:
+        return False
+    size, ino, mtime, ctime = marker
+    if st.st_size != size or st.st_ino != ino:
+        return False
+    if st.st_mtime_ns == mtime and st.st_ctime_ns == ctime:
+        return True
+    return st.st_atime_ns == st.st_mtime_ns == st.st_ctime_ns and st.st_mtime_ns >= mtime
+
+
 class Receiver:
     """The host side: what the store lacks, and committing what arrives."""
 
@@ -354,7 +371,10 @@ class Receiver:
             return "missing"
         if st.st_size != size:
             return "corrupt"
-        if self._markers.get(digest) == _stat_key(st):
+        marker = self._markers.get(digest)
+        if _marker_holds(marker, st):
+            if marker != _stat_key(st):
+                self._mark(digest)      # used since: the marker follows
             return "present"
         try:
             actual = _hash_file(path, digest.split(":", 1)[0])
