@@ -262,8 +262,8 @@ def bench(server, reg, images, fleets, workdir, cases):
                     outcome = case_floor(server, reg, hosts, image, ctl, previous)
                 else:
                     outcome = RUNNERS[case](server, reg, hosts, image, ctl)
-                log("  %.1f s, registry %.0f MB, sent %.0f MB" % (outcome.seconds, outcome.registry_bytes / MB,
-                                                                 outcome.sent_bytes / MB))
+                log("  %.1f s, registry %.0f MB, sent %.0f MB"
+                    % (outcome.seconds, outcome.registry_bytes / MB, outcome.sent_bytes / MB))
                 rows.append({"n": n, "case": case, "image": image.number, "seconds": outcome.seconds,
                              "registry_bytes": outcome.registry_bytes, "sent_bytes": outcome.sent_bytes,
                              "note": outcome.note})

@@ -73,10 +73,8 @@ class ActionModule(ActionBase):
             if self._connection._shell.tmpdir is None:
                 self._make_tmp_path()
             staging = self._connection._shell.tmpdir
-            common = dict(dest=args["dest"], _hocker_blobs=blobs, _hocker_entries=plan.entries,
-                          _hocker_staging=staging)
-            inspect = self._execute_module(MODULE, module_args=dict(common, _hocker_step="inspect"),
-                                           task_vars=task_vars)
+            common = dict(blobs=blobs, entries=plan.entries, staging=staging)
+            inspect = self._run_step(args["dest"], dict(common, step="inspect"), task_vars)
             if inspect.get("failed"):
                 result.update(inspect)
                 return result
@@ -111,15 +109,14 @@ class ActionModule(ActionBase):
                     remote_paths.append(remote)
             except (AnsibleError, RegistryError, OSError, IOError) as exc:
                 # keep what arrived in full (the next run sends the rest), then report the failure
-                self._keep_partial(common, sent_batches, sent_files, remote_paths, task_vars)
+                self._keep_partial(args["dest"], common, sent_batches, sent_files, remote_paths, task_vars)
                 result.update(failed=True, transfers=len(remote_paths),
                               msg="sending the blobs to %s failed: %s" % (args["dest"], exc))
                 return result
             result["transfers"] = len(remote_paths)
             self._fixup_perms2([staging] + remote_paths, execute=False)
-            received = self._execute_module(MODULE, module_args=dict(
-                common, _hocker_step="receive", _hocker_batches=sent_batches, _hocker_files=sent_files),
-                task_vars=task_vars)
+            received = self._run_step(args["dest"], dict(common, step="receive", batches=sent_batches,
+                                                         files=sent_files), task_vars)
             if received.get("failed"):
                 result.update(received)
                 return result
@@ -132,13 +129,15 @@ class ActionModule(ActionBase):
             self._remove_tmp_path(self._connection._shell.tmpdir)
             result["elapsed"] = round(time.time() - started, 3)
 
-    def _keep_partial(self, common, batches, files, remote_paths, task_vars):
+    def _run_step(self, dest, private, task_vars):
+        """Run the module part on the host for one step (``inspect`` or ``receive``)."""
+        return self._execute_module(MODULE, module_args=dict(dest=dest, _hocker_sync=private), task_vars=task_vars)
+
+    def _keep_partial(self, dest, common, batches, files, remote_paths, task_vars):
         if not remote_paths:
             return
         try:
-            self._fixup_perms2([common["_hocker_staging"]] + remote_paths, execute=False)
-            self._execute_module(MODULE, module_args=dict(common, _hocker_step="receive", _hocker_batches=batches,
-                                                          _hocker_files=files, _hocker_partial=True),
-                                 task_vars=task_vars)
+            self._fixup_perms2([common["staging"]] + remote_paths, execute=False)
+            self._run_step(dest, dict(common, step="receive", batches=batches, files=files, partial=True), task_vars)
         except Exception:  # pylint: disable=broad-except
             pass    # the connection may be gone: the next run finds the complete files and takes them

@@ -233,8 +233,27 @@ from ansible_collections.hocker.registry.plugins.module_utils._registry.store im
 from ansible_collections.hocker.registry.plugins.module_utils._registry.sync import Receiver, check_blob_list
 
 
-def _inspect(module, blobs, entries, staging):
+STEPS = ("inspect", "receive")
+
+
+def _private(module):
+    """The arguments the action plugin passes in ``_hocker_sync``, checked."""
+    data = module.params["_hocker_sync"]
+    if not isinstance(data, dict) or data.get("step") not in STEPS:
+        module.fail_json(msg="store_sync works through its action plugin (hocker.registry.store_sync) and cannot "
+                             "run as a bare module")
+    staging = data.get("staging")
+    if not isinstance(staging, str) or not os.path.isabs(staging):
+        module.fail_json(msg="store_sync: invalid staging directory %r" % (staging,))
+    for key in ("entries", "batches", "files"):
+        if not isinstance(data.get(key, []), list):
+            module.fail_json(msg="store_sync: invalid %s" % key)
+    return data
+
+
+def _inspect(module, data, blobs):
     dest = module.params["dest"]
+    entries = data.get("entries") or []
     if module.check_mode and not os.path.isfile(os.path.join(dest, "oci-layout")):
         # nothing there yet: everything would be sent (and check mode creates nothing)
         return {"missing": list(blobs), "present": 0, "replaced": [], "reused": [], "changed": bool(blobs),
@@ -242,7 +261,7 @@ def _inspect(module, blobs, entries, staging):
     created = not os.path.isfile(os.path.join(dest, "oci-layout"))
     store = BlobStore(dest, create=not module.check_mode)
     receiver = Receiver(store, module.check_mode)
-    result = receiver.inspect(blobs, staging)
+    result = receiver.inspect(blobs, data["staging"])
     result["recorded"] = []
     if not result["missing"]:
         result["recorded"] = receiver.record(entries)
@@ -250,13 +269,13 @@ def _inspect(module, blobs, entries, staging):
     return result
 
 
-def _receive(module, blobs, entries, staging):
-    p = module.params
-    store = BlobStore(p["dest"])
-    receiver = Receiver(store)
-    partial = p["_hocker_partial"]
-    added = receiver.receive(blobs, staging, p["_hocker_batches"] or [], p["_hocker_files"] or [], partial)
-    recorded = [] if partial else receiver.record(entries)
+def _receive(module, data, blobs):
+    if module.check_mode:
+        raise RegistryError("store_sync receives nothing in check mode")
+    receiver = Receiver(BlobStore(module.params["dest"]))
+    partial = bool(data.get("partial"))
+    added = receiver.receive(blobs, data["staging"], data.get("batches") or [], data.get("files") or [], partial)
+    recorded = [] if partial else receiver.record(data.get("entries") or [])
     return {"added": added, "recorded": recorded, "changed": bool(added or recorded)}
 
 
@@ -267,31 +286,17 @@ def main():
             dest=dict(type="path", required=True),
             images=dict(type="list", elements="str"),
             platforms=dict(type="list", elements="str"),
-            # private: set by the action plugin
-            _hocker_step=dict(type="str", choices=["inspect", "receive"]),
-            _hocker_blobs=dict(type="list", elements="dict"),
-            _hocker_entries=dict(type="list", elements="dict"),
-            _hocker_staging=dict(type="path"),
-            _hocker_batches=dict(type="list", elements="str"),
-            _hocker_files=dict(type="list", elements="str"),
-            _hocker_partial=dict(type="bool", default=False),
+            # private: what the action plugin found out and sent (step, blobs, entries, staging, batches, files)
+            _hocker_sync=dict(type="dict"),
         ),
         supports_check_mode=True,
     )
-    p = module.params
-    if not p["_hocker_step"]:
-        module.fail_json(msg="store_sync works through its action plugin (hocker.registry.store_sync) and cannot "
-                             "run as a bare module")
-    result = {"dest": p["dest"]}
+    data = _private(module)
+    result = {"dest": module.params["dest"]}
     try:
-        blobs = check_blob_list(p["_hocker_blobs"] or [])
-        entries = p["_hocker_entries"] or []
-        if p["_hocker_step"] == "inspect":
-            result.update(_inspect(module, blobs, entries, p["_hocker_staging"]))
-        else:
-            if module.check_mode:
-                module.fail_json(msg="store_sync receives nothing in check mode", **result)
-            result.update(_receive(module, blobs, entries, p["_hocker_staging"]))
+        blobs = check_blob_list(data.get("blobs") or [])
+        step = _inspect if data["step"] == "inspect" else _receive
+        result.update(step(module, data, blobs))
     except RegistryError as exc:
         module.fail_json(msg=str(exc), **result)
     except (OSError, IOError) as exc:

@@ -349,8 +349,8 @@ class SSHServer(object):
     def _check_login(self):
         proc = self.ssh(self.hosts[0], "true")
         if proc.returncode != 0:
-            raise RuntimeError("cannot log in to the test sshd: %s\n%s" % (proc.stderr.decode(errors="replace"),
-                                                                          self._tail()))
+            raise RuntimeError("cannot log in to the test sshd: %s\n%s"
+                               % (proc.stderr.decode(errors="replace"), self._tail()))
 
     def ssh(self, name, command, input=None, timeout=120):
         """Run ``command`` on host ``name`` with the plain ssh client; returns the CompletedProcess."""
@@ -550,8 +550,8 @@ def cmd_status(args):
         return 3
     server = SSHServer.from_state(st)
     ok = server.running and server._is_ours(server.pid) and server.ssh("host1", "true").returncode == 0
-    print("sshd: %s on %s:%d pid=%s hosts=%d inventory=%s" % ("up" if ok else "DOWN", server.bind, server.port,
-                                                             server.pid, server.nhosts, server.inventory))
+    print("sshd: %s on %s:%d pid=%s hosts=%d inventory=%s"
+          % ("up" if ok else "DOWN", server.bind, server.port, server.pid, server.nhosts, server.inventory))
     return 0 if ok else 1
 
 

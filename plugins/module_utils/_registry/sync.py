@@ -701,4 +701,3 @@ def source_path(store, digest, size):
         raise RegistryError("the blob %s in the store %s has %d bytes instead of %d; the store is damaged"
                             % (digest, store.path, actual, size))
     return path
-

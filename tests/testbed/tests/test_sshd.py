@@ -71,22 +71,23 @@ def test_cli_up_status_down(tmp_path):
     state = str(tmp_path / "state.json")
     workdir = str(tmp_path / "sshd")
     base = [sys.executable, CLI, "sshd"]
-    up = subprocess.run(base + ["up", "--hosts", "2", "--workdir", workdir, "--state", state], capture_output=True)
+    up = subprocess.run(base + ["up", "--hosts", "2", "--workdir", workdir, "--state", state], capture_output=True,
+                        check=False)
     try:
         assert up.returncode == 0, up.stderr
         assert "inventory: %s/inventory.yml" % workdir in up.stdout.decode()
         with open(state) as f:
             st = json.load(f)
         assert st["hosts"] == 2
-        status = subprocess.run(base + ["status", "--state", state], capture_output=True)
+        status = subprocess.run(base + ["status", "--state", state], capture_output=True, check=False)
         assert status.returncode == 0 and b" up " in status.stdout, status.stdout
         server = SSHServer.from_state(st)
         assert server.ssh("host2", "true").returncode == 0
     finally:
-        down = subprocess.run(base + ["down", "--state", state], capture_output=True)
+        down = subprocess.run(base + ["down", "--state", state], capture_output=True, check=False)
     assert down.returncode == 0, down.stderr
     assert not os.path.exists(state) and not os.path.exists(workdir)
     assert not SSHServer.from_state(st).running
-    status = subprocess.run(base + ["status", "--state", state], capture_output=True)
+    status = subprocess.run(base + ["status", "--state", state], capture_output=True, check=False)
     assert status.returncode == 3
     assert _listing(USER_SSH) == before
