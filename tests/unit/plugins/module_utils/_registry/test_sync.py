@@ -256,3 +256,27 @@ def test_check_entry():
             sync._check_entry(bad)
     with pytest.raises(RegistryError):
         sync.check_blob_list([{"digest": "sha256:" + "a" * 64, "size": -1}])
+
+
+def test_commit_copies_across_file_systems(src, tmp_path, monkeypatch):
+    """A staged file that cannot be renamed into the store (another file system, not ours to move) is copied,
+    verified again on the way, and removed."""
+    import errno
+    dest = BlobStore(str(tmp_path / "dest"))
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    blobs = dict(src.test_blobs)
+    big = max(blobs, key=blobs.get)
+    with open(src.blob_path(big), "rb") as f:
+        (staging / sync.staged_name(big)).write_bytes(f.read())
+    real_rename = os.rename
+
+    def rename(a, b):
+        if str(a).startswith(str(staging)):
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        return real_rename(a, b)
+    monkeypatch.setattr(sync.os, "rename", rename)
+    assert sync.Receiver(dest).commit_file(str(staging / sync.staged_name(big)), big, blobs[big]) is True
+    with open(dest.blob_path(big), "rb") as f:
+        assert sha(f.read()) == big
+    assert os.listdir(str(staging)) == [] and not [n for n in os.listdir(dest.ingest_dir) if n.endswith(".tmp")]
