@@ -92,6 +92,11 @@ notes:
   - The files sent go to the connection's remote temporary directory (C(remote_tmp)) first, and are moved into
     O(dest) from there (copied when O(dest) is on another file system or the file cannot be moved).
   - Leftovers of interrupted runs in the remote temporary directories are removed after an hour.
+  - Over the C(ssh) connection, when the task's C(ssh_args) ask for compression (C(-C), which Ansible's default
+    C(ssh_args) do, and which OpenSSH servers grant by default), the blobs travel over a second connection to
+    the host without compression (a C(ControlPath) of its own in the control path directory), since layers
+    are compressed already and ssh's zlib only slows them down (several times over on a fast network).
+    The module parts keep using the task's own connection.
   - The markers live in C(ingest/verified.json) inside the store. A blob is hashed again when its size, inode
     or modification time changed since it was verified, except when the change is a use the store recorded
     (which sets its access and modification times together). Damage that changes none of those (a failing

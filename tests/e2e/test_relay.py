@@ -156,6 +156,8 @@ def test_relay_fleet(fleet, tmp_path):
         assert run.result(host, "assemble")["changed"] is True
         assert _assert_store_intact(server.store_dir(host)) == set(one)
         assert os.listdir(server.tmp_dir(host)) == []     # the remote temporary files are gone
+        # the blobs went over a connection of their own, without ssh compression (Ansible's -C)
+        assert [n for n in os.listdir(server.control_dir(host)) if n.startswith("hocker-")], host
     # the hosts never asked the registry for anything
     assert reg.requests() == []
 

@@ -260,7 +260,7 @@ class SSHServer(object):
             "AllowAgentForwarding no",
             "PermitTunnel no",
             "UseDNS no",
-            "Compression no",
+            # Compression: OpenSSH's default (yes), which Ansible's default ssh_args (-C) ask for
             # each host of a fleet has its own connection, several of them at once
             "MaxStartups 64:30:128",
             "MaxSessions 64",
