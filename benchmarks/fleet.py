@@ -16,6 +16,8 @@ Cases, each from fresh host stores and a fresh controller directory, image 1 the
                   compressed) - what ``transport: relay`` of the image_deploy role does
   (c) kubespray   ``skopeo copy docker://... docker-archive:...`` once on the controller, then
                   ansible.builtin.copy of the whole archive to every host (kubespray's download_run_once)
+  (c') the same as (c) with ``ssh_args`` without ``-C`` (Ansible's default ssh_args ask for compression, which
+                  OpenSSH servers grant: every byte of (a)-(c) through Ansible's own connection goes through zlib)
   (d) floor       the bytes a host needs (image 1: the image's blobs, 400 MB; image 2: its new blobs) streamed
                   to every host at once with plain ``ssh host 'cat > file'`` (no Ansible)
 
@@ -25,7 +27,7 @@ together). Every case starts without ssh connections (the previous case's are cl
 Usage:
   python benchmarks/fleet.py              # 400 MB, N = 1, 2, 4, 8 (about 15 minutes on 2 cores)
   python benchmarks/fleet.py --quick      # 100 MB, N = 1, 2, 4, 8
-  python benchmarks/fleet.py --smoke      # 2 MB, N = 1, 2 (tests/e2e/test_benchmark_smoke.py's pattern)
+  python benchmarks/fleet.py --smoke      # 2 MB, N = 2 (what tests/e2e/test_fleet_benchmark_smoke.py runs)
 Needs openssh-server (the private sshd), skopeo, and a Python with ansible-core and requests (the dev venv).
 """
 
@@ -61,10 +63,12 @@ PROFILES = {
     #          image size   fleet sizes
     "full": (400 * MB, (1, 2, 4, 8)),
     "quick": (100 * MB, (1, 2, 4, 8)),
-    "smoke": (2 * MB, (1, 2)),
+    "smoke": (2 * MB, (2,)),
 }
-CASES = ("a", "b", "c", "d")
-CASE_TITLES = {"a": "(a) direct", "b": "(b) relay", "c": "(c) kubespray", "d": "(d) ssh cat"}
+CASES = ("a", "b", "c", "c2", "d")
+CASE_TITLES = {"a": "(a) direct", "b": "(b) relay", "c": "(c) kubespray", "c2": "(c') kubespray, no -C",
+               "d": "(d) ssh cat"}
+NO_COMPRESSION = "-o ControlMaster=auto -o ControlPersist=60s"    # Ansible's default ssh_args without -C
 IMAGE_TITLES = {1: "image 1", 2: "image 2 (shares 4 layers)"}
 ACCEPT = "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json"
 
@@ -146,9 +150,9 @@ def _registry_bytes(reg):
     return sum(r["size"] for r in reg.requests() if r["method"] == "GET")
 
 
-def _playbook(server, hosts, tasks):
+def _playbook(server, hosts, tasks, env=None):
     start = time.perf_counter()
-    run = server.run_playbook(_play(hosts, tasks), forks=8)
+    run = server.run_playbook(_play(hosts, tasks), forks=8, env=env)
     seconds = time.perf_counter() - start
     if run.rc != 0:
         raise RuntimeError("ansible-playbook failed:\n%r" % run)
@@ -185,7 +189,7 @@ def case_relay(server, reg, hosts, image, ctl):
     return Outcome(seconds, _registry_bytes(reg), sent, note)
 
 
-def case_kubespray(server, reg, hosts, image, ctl):
+def case_kubespray(server, reg, hosts, image, ctl, env=None):
     archive = os.path.join(ctl, "image%d.tar" % image.number)
     tasks = [
         _controller({"name": "skopeo", "ansible.builtin.shell": (
@@ -193,9 +197,13 @@ def case_kubespray(server, reg, hosts, image, ctl):
             % (archive, image.reference, archive))}),
         {"name": "copy", "ansible.builtin.copy": {"src": archive, "dest": _dest(image)}},
     ]
-    _run, seconds = _playbook(server, hosts, tasks)
+    _run, seconds = _playbook(server, hosts, tasks, env)
     return Outcome(seconds, _registry_bytes(reg), os.path.getsize(archive) * len(hosts),
-                   "the whole archive to every host")
+                   "the whole archive to every host" + (", ssh_args: %s" % NO_COMPRESSION if env else ""))
+
+
+def case_kubespray_uncompressed(server, reg, hosts, image, ctl):
+    return case_kubespray(server, reg, hosts, image, ctl, {"ANSIBLE_SSH_ARGS": NO_COMPRESSION})
 
 
 def case_floor(server, reg, hosts, image, ctl, previous=None):
@@ -222,7 +230,7 @@ def case_floor(server, reg, hosts, image, ctl, previous=None):
     return Outcome(seconds, 0, need * len(hosts), "%.0f MB per host" % (need / MB))
 
 
-RUNNERS = {"a": case_direct, "b": case_relay, "c": case_kubespray}
+RUNNERS = {"a": case_direct, "b": case_relay, "c": case_kubespray, "c2": case_kubespray_uncompressed}
 
 
 def close_connections(server):
@@ -299,6 +307,10 @@ def verdicts(rows, images, fleets):
     if b and c:
         out.append(("(b) at N=%d <= 0.5x (c): %.2fx" % (top, b["seconds"] / c["seconds"]),
                     b["seconds"] <= 0.5 * c["seconds"]))
+    c2 = _find(rows, top, "c2", 1)
+    if b and c2:
+        out.append(("(b) at N=%d <= 0.5x (c'), no ssh compression anywhere: %.2fx" % (top, b["seconds"] / c2["seconds"]),
+                    b["seconds"] <= 0.5 * c2["seconds"]))
     if b and d:
         out.append(("(b) at N=%d <= 1.5x (d): %.2fx" % (top, b["seconds"] / d["seconds"]),
                     b["seconds"] <= 1.5 * d["seconds"]))
@@ -337,10 +349,10 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="100 MB image")
-    mode.add_argument("--smoke", action="store_true", help="2 MB image, N = 1, 2 (checks the harness only)")
+    mode.add_argument("--smoke", action="store_true", help="2 MB image, N = 2 (checks the harness only)")
     parser.add_argument("--size", type=int, help="bytes of image 1")
     parser.add_argument("--fleets", help="comma-separated fleet sizes (default 1,2,4,8)")
-    parser.add_argument("--cases", default="a,b,c,d", help="which cases (default a,b,c,d)")
+    parser.add_argument("--cases", default="a,b,c,c2,d", help="which cases (default a,b,c,c2,d)")
     parser.add_argument("--registry-workdir", help="keep the registry's storage here (images seeded once)")
     parser.add_argument("--output", help="the Markdown report (default benchmarks/results/fleet-<date>.md)")
     args = parser.parse_args(argv)
