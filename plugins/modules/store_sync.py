@@ -26,9 +26,9 @@ description:
     its store, so an interrupted transfer leaves nothing damaged behind; the next run sends only what is
     still missing (complete blobs an interrupted run left in the connection user's temporary directory are
     verified and taken instead of being sent again).
-  - A blob already in the host's store counts as present when its size matches and it was verified before
-    without having been written since (a marker of its size, inode and times, kept in the store); otherwise
-    it is hashed again, and a damaged one is replaced by a good copy.
+  - A blob already in the host's store counts as present when its size matches and its file has not changed
+    since it was last verified (a marker of its size, inode and times, kept in the store); otherwise it is
+    hashed again, and a damaged one is replaced by a good copy.
   - Finally the host's C(index.json) names each image as in O(src), so
     M(hocker.registry.docker_registry_image) finds it by its reference.
   - This is an action plugin with a module part; the module part runs on the host and is not meant to be
@@ -97,10 +97,11 @@ notes:
     the host without compression (a C(ControlPath) of its own in the control path directory), since layers
     are compressed already and ssh's zlib only slows them down (several times over on a fast network).
     The module parts keep using the task's own connection.
-  - The markers live in C(ingest/verified.json) inside the store. A blob is hashed again when its size, inode
-    or modification time changed since it was verified, except when the change is a use the store recorded
-    (which sets its access and modification times together). Damage that changes none of those (a failing
-    disk) is not seen without a full verification (for example C(docker_registry_store) with C(verify=true)).
+  - The markers live in C(ingest/verified.json) inside the store. A blob is hashed again when its size, inode,
+    modification or change time moved since it was verified; uses the store records move the modification
+    time too, so the layers an assembly used since the last relay are hashed once more (about a quarter of a
+    second per 400 MB). Damage that changes none of those (a failing disk) is not seen without a full
+    verification (for example C(docker_registry_store) with C(verify=true)).
 seealso:
   - module: hocker.registry.docker_registry_image
 """
