@@ -14,6 +14,8 @@ Cases, each from fresh host stores and a fresh controller directory, image 1 the
   (b) relay       docker_registry_image once on the controller (run_once, into a controller store), then
                   store_sync to every host, then docker_registry_image offline on every host (layers:
                   compressed) - what ``transport: relay`` of the image_deploy role does
+  (b') the same as (b) with Ansible's pipelining on (ANSIBLE_PIPELINING=1: each module runs in one ssh
+                  round trip instead of three)
   (c) kubespray   ``skopeo copy docker://... docker-archive:...`` once on the controller, then
                   ansible.builtin.copy of the whole archive to every host (kubespray's download_run_once)
   (c') the same as (c) with ``ssh_args`` without ``-C`` (Ansible's default ssh_args ask for compression, which
@@ -65,9 +67,9 @@ PROFILES = {
     "quick": (100 * MB, (1, 2, 4, 8)),
     "smoke": (2 * MB, (2,)),
 }
-CASES = ("a", "b", "c", "c2", "d")
-CASE_TITLES = {"a": "(a) direct", "b": "(b) relay", "c": "(c) kubespray", "c2": "(c') kubespray, no -C",
-               "d": "(d) ssh cat"}
+CASES = ("a", "b", "b2", "c", "c2", "d")
+CASE_TITLES = {"a": "(a) direct", "b": "(b) relay", "b2": "(b') relay, pipelining", "c": "(c) kubespray",
+               "c2": "(c') kubespray, no -C", "d": "(d) ssh cat"}
 NO_COMPRESSION = "-o ControlMaster=auto -o ControlPersist=60s"    # Ansible's default ssh_args without -C
 IMAGE_TITLES = {1: "image 1", 2: "image 2 (shares 4 layers)"}
 ACCEPT = "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json"
@@ -167,7 +169,7 @@ def case_direct(server, reg, hosts, image, ctl):
     return Outcome(seconds, registry, registry, "hosts fetch from the registry")
 
 
-def case_relay(server, reg, hosts, image, ctl):
+def case_relay(server, reg, hosts, image, ctl, env=None):
     tasks = [
         _controller({"name": "controller", "hocker.registry.docker_registry_image": {
             "image": image.reference, "layers": "compressed", "cache_dir": os.path.join(ctl, "store"),
@@ -179,14 +181,22 @@ def case_relay(server, reg, hosts, image, ctl):
             "image": image.reference, "layers": "compressed", "cache_dir": "{{ hocker_store_dir }}",
             "offline": True, "dest": _dest(image)}},
     ]
-    run, seconds = _playbook(server, hosts, tasks)
+    run, seconds = _playbook(server, hosts, tasks, env)
     sent = sum(run.result(h, "sync")["bytes_sent"] for h in hosts)
     parts = {}
     for name in ("controller", "sync", "assemble"):
         parts[name] = max(r["result"].get("elapsed", 0) for r in run.results if r["task"] == name)
-    note = "controller fetch %.1f s, store_sync %.1f s, assembly %.1f s (slowest host)" % (
-        parts["controller"], parts["sync"], parts["assemble"])
+    steps = {}
+    for step in ("inspect", "transfer", "receive"):
+        steps[step] = max(run.result(h, "sync").get("durations", {}).get(step, 0) for h in hosts)
+    note = ("controller fetch %.1f s; store_sync %.1f s (inspect %.1f, transfer %.1f, receive %.1f); assembly "
+            "%.1f s (slowest host each)" % (parts["controller"], parts["sync"], steps["inspect"], steps["transfer"],
+                                            steps["receive"], parts["assemble"]))
     return Outcome(seconds, _registry_bytes(reg), sent, note)
+
+
+def case_relay_pipelining(server, reg, hosts, image, ctl):
+    return case_relay(server, reg, hosts, image, ctl, {"ANSIBLE_PIPELINING": "1"})
 
 
 def case_kubespray(server, reg, hosts, image, ctl, env=None):
@@ -230,7 +240,8 @@ def case_floor(server, reg, hosts, image, ctl, previous=None):
     return Outcome(seconds, 0, need * len(hosts), "%.0f MB per host" % (need / MB))
 
 
-RUNNERS = {"a": case_direct, "b": case_relay, "c": case_kubespray, "c2": case_kubespray_uncompressed}
+RUNNERS = {"a": case_direct, "b": case_relay, "b2": case_relay_pipelining, "c": case_kubespray,
+           "c2": case_kubespray_uncompressed}
 
 
 def close_connections(server):
@@ -292,7 +303,7 @@ def _find(rows, n, case, image):
 def verdicts(rows, images, fleets):
     out = []
     one, two = images
-    relay = [r for r in rows if r["case"] == "b"]
+    relay = [r for r in rows if r["case"] in ("b", "b2")]
     if relay:
         ok = all(r["registry_bytes"] <= (one if r["image"] == 1 else two).size + 64 * 1024 and
                  r["registry_bytes"] >= sum(s for d, s in (one if r["image"] == 1 else two).blobs.items()
@@ -314,6 +325,10 @@ def verdicts(rows, images, fleets):
     if b and d:
         out.append(("(b) at N=%d <= 1.5x (d): %.2fx" % (top, b["seconds"] / d["seconds"]),
                     b["seconds"] <= 1.5 * d["seconds"]))
+    b2 = _find(rows, top, "b2", 1)
+    if b2 and d:
+        out.append(("(b') (pipelining) at N=%d <= 1.5x (d): %.2fx" % (top, b2["seconds"] / d["seconds"]),
+                    b2["seconds"] <= 1.5 * d["seconds"]))
     return out
 
 
@@ -352,7 +367,7 @@ def main(argv=None):
     mode.add_argument("--smoke", action="store_true", help="2 MB image, N = 2 (checks the harness only)")
     parser.add_argument("--size", type=int, help="bytes of image 1")
     parser.add_argument("--fleets", help="comma-separated fleet sizes (default 1,2,4,8)")
-    parser.add_argument("--cases", default="a,b,c,c2,d", help="which cases (default a,b,c,c2,d)")
+    parser.add_argument("--cases", default="a,b,b2,c,c2,d", help="which cases (default a,b,b2,c,c2,d)")
     parser.add_argument("--registry-workdir", help="keep the registry's storage here (images seeded once)")
     parser.add_argument("--output", help="the Markdown report (default benchmarks/results/fleet-<date>.md)")
     args = parser.parse_args(argv)

@@ -77,7 +77,9 @@ class ActionModule(ActionBase):
                 self._make_tmp_path()
             staging = self._connection._shell.tmpdir
             common = dict(blobs=blobs, entries=plan.entries, staging=staging)
+            mark = time.time()
             inspect = self._run_step(args["dest"], dict(common, step="inspect"), task_vars)
+            durations = result["durations"] = {"inspect": round(time.time() - mark, 3)}
             if inspect.get("failed"):
                 result.update(inspect)
                 return result
@@ -124,12 +126,14 @@ class ActionModule(ActionBase):
                 if restore is not None:
                     self._connection.set_option("ssh_args", restore)
             result["transfers"] = len(remote_paths)
+            durations["transfer"] = round(time.time() - mark - durations["inspect"], 3)
             self._fixup_perms2([staging] + remote_paths, execute=False)
             received = self._run_step(args["dest"], dict(common, step="receive", batches=sent_batches,
                                                          files=sent_files), task_vars)
             if received.get("failed"):
                 result.update(received)
                 return result
+            durations["receive"] = round(time.time() - mark - durations["inspect"] - durations["transfer"], 3)
             result["recorded"] = received.get("recorded") or []
             result["changed"] = True
             return result

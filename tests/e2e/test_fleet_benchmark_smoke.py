@@ -9,7 +9,8 @@ import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CASES = ["(a) direct", "(b) relay", "(c) kubespray", "(c') kubespray, no -C", "(d) ssh cat"]
+CASES = ["(a) direct", "(b) relay", "(b') relay, pipelining", "(c) kubespray", "(c') kubespray, no -C",
+         "(d) ssh cat"]
 IMAGES = ["image 1", "image 2 (shares 4 layers)"]
 
 
