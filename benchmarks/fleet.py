@@ -42,6 +42,7 @@ import os
 import random
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -263,36 +264,66 @@ def close_connections(server):
                 pass
 
 
-def bench(server, reg, images, fleets, workdir, cases):
+def bench(server, reg, images, fleets, workdir, cases, reps=1):
+    """Every case for every fleet size, ``reps`` times: paired runs, forward in even and backward in odd
+    repetitions (so that a drift of the machine's load does not favour one case)."""
     rows = []
     for n in fleets:
         hosts = server.hosts[:n]
-        for case in cases:
-            server.reset_hosts()
-            ctl = os.path.join(workdir, "controller")
-            shutil.rmtree(ctl, ignore_errors=True)
-            os.makedirs(ctl)
-            close_connections(server)
-            previous = None
-            for image in images:
-                reg.clear_log()
-                log("N=%d %s %s ..." % (n, CASE_TITLES[case], IMAGE_TITLES[image.number]))
-                if case == "d":
-                    outcome = case_floor(server, reg, hosts, image, ctl, previous)
-                else:
-                    outcome = RUNNERS[case](server, reg, hosts, image, ctl)
-                log("  %.1f s, registry %.0f MB, sent %.0f MB"
-                    % (outcome.seconds, outcome.registry_bytes / MB, outcome.sent_bytes / MB))
-                rows.append({"n": n, "case": case, "image": image.number, "seconds": outcome.seconds,
-                             "registry_bytes": outcome.registry_bytes, "sent_bytes": outcome.sent_bytes,
-                             "note": outcome.note})
-                previous = image
+        for rep in range(reps):
+            for case in (cases if rep % 2 == 0 else list(reversed(cases))):
+                server.reset_hosts()
+                ctl = os.path.join(workdir, "controller")
+                shutil.rmtree(ctl, ignore_errors=True)
+                os.makedirs(ctl)
+                close_connections(server)
+                previous = None
+                for image in images:
+                    reg.clear_log()
+                    log("N=%d rep %d %s %s ..." % (n, rep + 1, CASE_TITLES[case], IMAGE_TITLES[image.number]))
+                    if case == "d":
+                        outcome = case_floor(server, reg, hosts, image, ctl, previous)
+                    else:
+                        outcome = RUNNERS[case](server, reg, hosts, image, ctl)
+                    log("  %.1f s, registry %.0f MB, sent %.0f MB"
+                        % (outcome.seconds, outcome.registry_bytes / MB, outcome.sent_bytes / MB))
+                    rows.append({"n": n, "rep": rep, "case": case, "image": image.number, "seconds": outcome.seconds,
+                                 "registry_bytes": outcome.registry_bytes, "sent_bytes": outcome.sent_bytes,
+                                 "note": outcome.note, "load": os.getloadavg()[0]})
+                    previous = image
     return rows
 
 
 # ---------------------------------------------------------------------------------------------------------
 # report
 # ---------------------------------------------------------------------------------------------------------
+def summarise(rows, fleets, cases):
+    """One row per (N, case, image): the median time, the median of the per-repetition ratios to (c) and (d),
+    the bytes and notes of the median run."""
+    out = []
+    for n in fleets:
+        for case in cases:
+            for image in (1, 2):
+                runs = [r for r in rows if (r["n"], r["case"], r["image"]) == (n, case, image)]
+                if not runs:
+                    continue
+                ordered = sorted(runs, key=lambda r: r["seconds"])
+                middle = ordered[(len(ordered) - 1) // 2]
+                row = dict(middle, seconds=statistics.median(r["seconds"] for r in runs), reps=len(runs),
+                           registry_max=max(r["registry_bytes"] for r in runs),
+                           registry_min=min(r["registry_bytes"] for r in runs),
+                           sent_max=max(r["sent_bytes"] for r in runs))
+                for ref in ("c", "d"):
+                    ratios = []
+                    for r in runs:
+                        other = [x for x in rows if (x["n"], x["rep"], x["case"], x["image"]) == (n, r["rep"], ref, image)]
+                        if other:
+                            ratios.append(r["seconds"] / other[0]["seconds"])
+                    row["x_" + ref] = statistics.median(ratios) if ratios else None
+                out.append(row)
+    return out
+
+
 def _find(rows, n, case, image):
     for row in rows:
         if (row["n"], row["case"], row["image"]) == (n, case, image):
@@ -303,46 +334,40 @@ def _find(rows, n, case, image):
 def verdicts(rows, images, fleets):
     out = []
     one, two = images
+    new = sum(s for d, s in two.blobs.items() if d not in one.blobs)
     relay = [r for r in rows if r["case"] in ("b", "b2")]
     if relay:
-        ok = all(r["registry_bytes"] <= (one if r["image"] == 1 else two).size + 64 * 1024 and
-                 r["registry_bytes"] >= sum(s for d, s in (one if r["image"] == 1 else two).blobs.items()
-                                            if r["image"] == 1 or d not in one.blobs) - 64 * 1024
-                 for r in relay)
+        ok = all(r["registry_max"] <= (one.size if r["image"] == 1 else new) + 64 * 1024 and
+                 r["registry_min"] >= (one.size if r["image"] == 1 else new) - 64 * 1024 for r in relay)
         out.append(("(b) registry bytes = one copy of each blob, whatever N", ok))
-        new = sum(s for d, s in two.blobs.items() if d not in one.blobs)
-        ok = all(r["sent_bytes"] == new * r["n"] for r in relay if r["image"] == 2)
+        ok = all(r["sent_max"] == new * r["n"] for r in relay if r["image"] == 2)
         out.append(("(b) second image: only its new blobs reach each host (%.0f MB each)" % (new / MB), ok))
     top = max(fleets)
-    b, c, d = (_find(rows, top, k, 1) for k in ("b", "c", "d"))
-    if b and c:
-        out.append(("(b) at N=%d <= 0.5x (c): %.2fx" % (top, b["seconds"] / c["seconds"]),
-                    b["seconds"] <= 0.5 * c["seconds"]))
-    c2 = _find(rows, top, "c2", 1)
-    if b and c2:
-        out.append(("(b) at N=%d <= 0.5x (c'), no ssh compression anywhere: %.2fx" % (top, b["seconds"] / c2["seconds"]),
-                    b["seconds"] <= 0.5 * c2["seconds"]))
-    if b and d:
-        out.append(("(b) at N=%d <= 1.5x (d): %.2fx" % (top, b["seconds"] / d["seconds"]),
-                    b["seconds"] <= 1.5 * d["seconds"]))
-    b2 = _find(rows, top, "b2", 1)
-    if b2 and d:
-        out.append(("(b') (pipelining) at N=%d <= 1.5x (d): %.2fx" % (top, b2["seconds"] / d["seconds"]),
-                    b2["seconds"] <= 1.5 * d["seconds"]))
+    for case, ref, limit in (("b", "c", 0.5), ("b", "c2", 0.5), ("b", "d", 1.5), ("b2", "d", 1.5)):
+        row = _find(rows, top, case, 1)
+        if row is None:
+            continue
+        if ref in ("c", "d"):
+            value = row.get("x_" + ref)
+        else:
+            other = _find(rows, top, ref, 1)
+            value = row["seconds"] / other["seconds"] if other else None
+        if value is None:
+            continue
+        out.append(("%s at N=%d <= %.1fx %s: %.2fx" % (CASE_TITLES[case], top, limit, CASE_TITLES[ref], value),
+                    value <= limit))
     return out
 
 
-def render(rows, images, fleets, info, command, profile, load):
+def render(rows, images, fleets, info, command, profile, load, reps=1):
     lines = ["| N | case | image | wall s | registry MB | sent to hosts MB | x (c) | x (d) | notes |",
              "|---:|---|---|---:|---:|---:|---:|---:|---|"]
     for row in rows:
-        c = _find(rows, row["n"], "c", row["image"])
-        d = _find(rows, row["n"], "d", row["image"])
         lines.append("| %d | %s | %s | %.1f | %.0f | %.0f | %s | %s | %s |" % (
             row["n"], CASE_TITLES[row["case"]], IMAGE_TITLES[row["image"]], row["seconds"],
             row["registry_bytes"] / MB, row["sent_bytes"] / MB,
-            "%.2f" % (row["seconds"] / c["seconds"]) if c else "-",
-            "%.2f" % (row["seconds"] / d["seconds"]) if d else "-", row["note"]))
+            "%.2f" % row["x_c"] if row.get("x_c") is not None else "-",
+            "%.2f" % row["x_d"] if row.get("x_d") is not None else "-", row["note"]))
     checks = ["- %s: %s" % (text, "met" if ok else "MISSED") for text, ok in verdicts(rows, images, fleets)]
     header = [
         "# hocker.registry fleet benchmark, %s" % datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
@@ -352,9 +377,11 @@ def render(rows, images, fleets, info, command, profile, load):
         "Machine: %d CPUs (%s), %s RAM, Linux %s, Python %s; %s" % (
             info["nproc"], info["cpu"], info["memory"], info["kernel"], info["python"], "; ".join(info["tools"])),
         "",
-        "Load average (1 min) at the start and the end: %s. Image 1: %.0f MB in %d blobs; image 2: %.0f MB, of "
-        "which %.0f MB are new." % (load, images[0].size / MB, len(images[0].blobs), images[1].size / MB,
-                                    sum(s for dg, s in images[1].blobs.items() if dg not in images[0].blobs) / MB),
+        "Median of %d paired repetitions (cases forward, then backward); x (c), x (d): median of the "
+        "per-repetition ratios. Load average (1 min) at the start and the end: %s. Image 1: %.0f MB in %d "
+        "blobs; image 2: %.0f MB, of which %.0f MB are new." % (
+            reps, load, images[0].size / MB, len(images[0].blobs), images[1].size / MB,
+            sum(s for dg, s in images[1].blobs.items() if dg not in images[0].blobs) / MB),
         "",
     ]
     return "\n".join(header + lines + [""] + checks) + "\n"
@@ -367,6 +394,7 @@ def main(argv=None):
     mode.add_argument("--smoke", action="store_true", help="2 MB image, N = 2 (checks the harness only)")
     parser.add_argument("--size", type=int, help="bytes of image 1")
     parser.add_argument("--fleets", help="comma-separated fleet sizes (default 1,2,4,8)")
+    parser.add_argument("--reps", type=int, default=1, help="paired repetitions (default 1)")
     parser.add_argument("--cases", default="a,b,b2,c,c2,d", help="which cases (default a,b,b2,c,c2,d)")
     parser.add_argument("--registry-workdir", help="keep the registry's storage here (images seeded once)")
     parser.add_argument("--output", help="the Markdown report (default benchmarks/results/fleet-<date>.md)")
@@ -391,13 +419,14 @@ def main(argv=None):
         server.start()
         log("registry at %s, sshd on port %d (%d hosts)" % (reg.url, server.port, max(fleets)))
         images = prepare_images(reg, size)
-        rows = bench(server, reg, images, fleets, workdir, cases)
+        runs = bench(server, reg, images, fleets, workdir, cases, args.reps)
+        rows = summarise(runs, fleets, cases)
     finally:
         server.stop()
         reg.stop()
         shutil.rmtree(workdir, ignore_errors=True)
     load = "%.1f / %.1f" % (load_start, os.getloadavg()[0])
-    report = render(rows, images, fleets, single.machine(), command, profile, load)
+    report = render(rows, images, fleets, single.machine(), command, profile, load, args.reps)
     print(report)
     output = args.output or os.path.join(HERE, "results",
                                          "fleet-" + datetime.datetime.now().strftime("%Y-%m-%d-%H%M%S") + ".md")
@@ -405,7 +434,8 @@ def main(argv=None):
     with open(output, "w") as f:
         f.write(report)
     with open(os.path.splitext(output)[0] + ".json", "w") as f:
-        json.dump({"profile": profile, "size": size, "fleets": list(fleets), "rows": rows}, f, indent=1)
+        json.dump({"profile": profile, "size": size, "fleets": list(fleets), "reps": args.reps, "rows": rows,
+                   "runs": runs}, f, indent=1)
     log("report written to %s" % output)
     return 0
 
