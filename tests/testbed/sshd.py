@@ -455,6 +455,9 @@ class SSHServer(object):
         if self.workdir:
             for name in self.hosts:
                 shutil.rmtree(self.control_dir(name), ignore_errors=True)
+            base = os.path.dirname(self.control_dir(self.hosts[0]))
+            if base.startswith("/tmp/hkssh-"):
+                shutil.rmtree(base, ignore_errors=True)
             if self._own_workdir and not self.detach:
                 shutil.rmtree(self.workdir, ignore_errors=True)
 
