@@ -81,7 +81,7 @@ class ActionModule(ActionBase):
             inspect = self._run_step(args["dest"], dict(common, step="inspect"), task_vars)
             durations = result["durations"] = {"inspect": round(time.time() - mark, 3)}
             if inspect.get("failed"):
-                result.update(inspect)
+                result.update(_failure(inspect))
                 return result
             missing = inspect.get("missing") or []
             result.update(present=inspect.get("present", 0), reused=len(inspect.get("reused") or []),
@@ -131,7 +131,7 @@ class ActionModule(ActionBase):
             received = self._run_step(args["dest"], dict(common, step="receive", batches=sent_batches,
                                                          files=sent_files), task_vars)
             if received.get("failed"):
-                result.update(received)
+                result.update(_failure(received))
                 return result
             durations["receive"] = round(time.time() - mark - durations["inspect"] - durations["transfer"], 3)
             result["recorded"] = received.get("recorded") or []
@@ -205,3 +205,8 @@ class ActionModule(ActionBase):
             self._run_step(dest, dict(common, step="receive", batches=batches, files=files, partial=True), task_vars)
         except Exception:  # pylint: disable=broad-except
             pass    # the connection may be gone: the next run finds the complete files and takes them
+
+
+def _failure(module_result):
+    """A failed module part's result, without its invocation (the private list of every blob)."""
+    return dict((k, v) for k, v in module_result.items() if k != "invocation")

@@ -267,6 +267,8 @@ def _private(module):
 
 def _inspect(module, data, blobs):
     dest = module.params["dest"]
+    if os.path.exists(dest) and not os.path.isdir(dest):
+        raise RegistryError("dest %s exists and is not a directory (a blob store is a directory)" % dest)
     entries = data.get("entries") or []
     if module.check_mode and not os.path.isfile(os.path.join(dest, "oci-layout")):
         # nothing there yet: everything would be sent (and check mode creates nothing)

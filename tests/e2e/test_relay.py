@@ -352,6 +352,12 @@ def test_local_connection_platforms(registry_anonymous, seeded, sshd_server, tmp
             "image": index_ref, "platform": "linux/arm/v7", "cache_dir": "{{ hocker_store_dir }}", "offline": True,
             "dest": "{{ hocker_dest_dir }}/arm.tar"}},
         {"name": "everything", "hocker.registry.store_sync": {"src": ctl, "dest": "{{ hocker_store_dir }}"}},
+        {"name": "no store", "ignore_errors": True, "hocker.registry.store_sync": {
+            "src": str(tmp_path), "dest": "{{ hocker_store_dir }}"}},
+        {"name": "dest is a file", "ignore_errors": True, "hocker.registry.store_sync": {
+            "src": ctl, "dest": str(inventory)}},
+        {"name": "private", "ignore_errors": True, "hocker.registry.store_sync": {
+            "src": ctl, "dest": "{{ hocker_store_dir }}", "_hocker_sync": {"step": "receive"}}},
     ]}])
     run = sshd_server.run_playbook(playbook, inventory=str(inventory))
     assert run.rc == 0, run
@@ -361,6 +367,12 @@ def test_local_connection_platforms(registry_anonymous, seeded, sshd_server, tmp
     assert "is missing from the blob store" in run.result("local", "arm")["msg"]
     everything = run.result("local", "everything")
     assert everything["present"] == len(plan.blobs) and everything["sent"] > 0
+    for task in ("no store", "dest is a file", "private"):
+        assert run.status("local", task) == "failed", task
+    assert "is not a blob store" in run.result("local", "no store")["msg"] and "Traceback" not in run.stdout
+    failure = run.result("local", "dest is a file")
+    assert "local.yml exists and is not a directory" in failure["msg"] and "invocation" not in failure, failure
+    assert "_hocker_sync" in run.result("local", "private")["msg"]    # not an option users can give
     names = sorted(m["annotations"]["org.opencontainers.image.ref.name"]
                    for m in json.loads((dest_store / "index.json").read_text())["manifests"])
     assert names == sorted([index_ref, nested_ref])

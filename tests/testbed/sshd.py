@@ -508,6 +508,14 @@ class PlaybookRun(object):
             raise KeyError("no result for task %r on %s" % (task, host))
         return found[-1]
 
+    def status(self, host, task):
+        """``ok``, ``failed``, ``skipped`` or ``unreachable``: the last outcome of ``task`` on ``host``."""
+        found = [r["status"] for r in self.results if r["host"] == host and r["task"] == task
+                 and r["status"] in ("ok", "failed", "unreachable", "skipped")]
+        if not found:
+            raise KeyError("no result for task %r on %s" % (task, host))
+        return found[-1]
+
     def __repr__(self):
         return "<PlaybookRun rc=%d>\n%s\n%s" % (self.rc, self.stdout[-6000:], self.stderr[-3000:])
 
