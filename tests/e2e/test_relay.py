@@ -352,6 +352,9 @@ def test_local_connection_platforms(registry_anonymous, seeded, sshd_server, tmp
             "image": index_ref, "platform": "linux/arm/v7", "cache_dir": "{{ hocker_store_dir }}", "offline": True,
             "dest": "{{ hocker_dest_dir }}/arm.tar"}},
         {"name": "everything", "hocker.registry.store_sync": {"src": ctl, "dest": "{{ hocker_store_dir }}"}},
+        {"name": "default src", "vars": {"image_deploy_controller_cache_dir": ctl},
+         "hocker.registry.store_sync": {"dest": "{{ hocker_store_dir }}"}},
+        {"name": "no src", "ignore_errors": True, "hocker.registry.store_sync": {"dest": "{{ hocker_store_dir }}"}},
         {"name": "no store", "ignore_errors": True, "hocker.registry.store_sync": {
             "src": str(tmp_path), "dest": "{{ hocker_store_dir }}"}},
         {"name": "dest is a file", "ignore_errors": True, "hocker.registry.store_sync": {
@@ -367,7 +370,10 @@ def test_local_connection_platforms(registry_anonymous, seeded, sshd_server, tmp
     assert "is missing from the blob store" in run.result("local", "arm")["msg"]
     everything = run.result("local", "everything")
     assert everything["present"] == len(plan.blobs) and everything["sent"] > 0
-    for task in ("no store", "dest is a file", "private"):
+    default = run.result("local", "default src")
+    assert default["src"] == ctl and default["changed"] is False and default["sent"] == 0, default
+    assert "image_deploy_controller_cache_dir" in run.result("local", "no src")["msg"]
+    for task in ("no src", "no store", "dest is a file", "private"):
         assert run.status("local", task) == "failed", task
     assert "is not a blob store" in run.result("local", "no store")["msg"] and "Traceback" not in run.stdout
     failure = run.result("local", "dest is a file")
