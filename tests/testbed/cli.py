@@ -4,6 +4,7 @@
                                    [--kinds k1,k2] [--config PATH]
     python tests/testbed/cli.py status [--state PATH]
     python tests/testbed/cli.py down [--state PATH]
+    python tests/testbed/cli.py sshd up|status|down [...]   (the private sshd and its inventory: testbed/sshd.py)
 
 ``up`` starts the registries (and the token server) as detached processes, records them in the state file
 (default ``.build/testbed/state.json``) and writes ``tests/integration/integration_config.yml``. Running
@@ -259,6 +260,10 @@ def cmd_down(args):
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "sshd":
+        from testbed.sshd import main as sshd_main
+        return sshd_main(argv[1:])
     p = argparse.ArgumentParser(prog="cli.py", description="hocker test bed registries")
     sub = p.add_subparsers(dest="cmd", required=True)
     for name in ("up", "down", "status"):

@@ -1,7 +1,8 @@
 """pytest fixtures for the test bed (loaded through ``pytest_plugins = ["testbed.fixtures"]``).
 
 Session scope (started once per test process, stopped at the end):
-``registry_anonymous``, ``registry_basic``, ``registry_token``, ``registry_mtls``.
+``registry_anonymous``, ``registry_basic``, ``registry_token``, ``registry_mtls``; ``sshd_server`` (a
+private sshd and an inventory of three hosts reached through it: testbed.sshd).
 
 Function scope: ``fresh_registry`` is a factory ``fresh_registry(mode, **kwargs) -> Registry`` whose
 registries are stopped after the test (use it when a test changes the registry's contents or the token
@@ -90,3 +91,15 @@ if os.path.exists(os.path.join(os.path.dirname(os.path.abspath(__file__)), "buil
             return cache[key]
 
         return seed
+
+
+@pytest.fixture(scope="session")
+def sshd_server(tmp_path_factory):
+    """A private sshd on a loopback port with an inventory of three hosts (testbed.sshd.SSHServer); each
+    test that needs clean hosts calls ``sshd_server.reset_hosts()``."""
+    from testbed.sshd import SSHServer
+
+    server = SSHServer(workdir=str(tmp_path_factory.mktemp("sshd")), hosts=3)
+    server.start()
+    yield server
+    server.stop()
