@@ -175,23 +175,7 @@ class RegistryModule:
                                                          check_mode=self.check_mode, store=self.store)
         return self._client
 
-    @property
-    def client_if_built(self):
-        """The client when something already needed it, else None (it costs a credential lookup)."""
-        return self._client
-
     # ---------------------------------------------------------------- results
-    def describe(self, resolved):
-        """The return values every module gives, from a client Resolved."""
-        self.result.update(
-            image=str(self.reference),
-            digest=resolved.digest,
-            manifest_digest=resolved.manifest_digest,
-            config_digest=resolved.config_digest,
-            platform=resolved.platform,
-        )
-        self.describe_source()
-
     def describe_source(self):
         client = self._client
         if self.options.offline and self.store is not None:
@@ -269,13 +253,6 @@ class RegistryModule:
         if args.get("mode") is not None:
             args["mode"] = "0%o" % directory_mode(self.module, path, args["mode"])
         return self.module.set_fs_attributes_if_different(args, changed, diff=diff)
-
-    def write_bytes(self, dest, data, follow=False):
-        """Put ``data`` at ``dest`` atomically unless it is already there; returns True if it changed."""
-        new, old = destination.put_bytes(dest, data, dry_run=self.check_mode, follow=follow)
-        if self.diff_mode:
-            self.result["diff"] = {"before": {"dest": dest, "digest": old}, "after": {"dest": dest, "digest": new}}
-        return self.apply_file_attributes(dest, new != old)
 
 
 def directory_mode(module, path, mode):

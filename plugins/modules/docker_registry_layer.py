@@ -244,6 +244,8 @@ def main():
         required_one_of=[["layer", "index"]],
         keep_results=("size",),
     )
+    if rm.params["max_inflation_ratio"] < 0:
+        rm.module.fail_json(msg="max_inflation_ratio must be 0 (no bound) or more")
     rm.run(fetch)
 
 

@@ -30,7 +30,8 @@ import tempfile
 
 from ansible_collections.hocker.registry.plugins.module_utils._registry import digest as digests
 from ansible_collections.hocker.registry.plugins.module_utils._registry import jsonutil
-from ansible_collections.hocker.registry.plugins.module_utils._registry.errors import DestinationError, ManifestError
+from ansible_collections.hocker.registry.plugins.module_utils._registry.errors import (
+    AuthenticationError, DestinationError, ManifestError, NoSpace, RateLimited, TransportError)
 
 _KIND_NAMES = ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a fifo"),
                (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a directory"), (stat.S_ISLNK, "a symlink"))
@@ -114,9 +115,8 @@ def check_dest(path, kind="file", follow=False):
 def _worth_resuming(exc):
     """Whether a run that ended with ``exc`` leaves partial downloads worth resuming: it was cut off (the
     network, a full disk, a signal, credentials to fix), not refused for what it fetched (a digest, a bomb)."""
-    from ansible_collections.hocker.registry.plugins.module_utils._registry.errors import (
-        AuthenticationError, RateLimited, TransportError)
-    return isinstance(exc, (TransportError, RateLimited, AuthenticationError, OSError, KeyboardInterrupt, SystemExit))
+    return isinstance(exc, (TransportError, RateLimited, AuthenticationError, NoSpace, OSError, KeyboardInterrupt,
+                            SystemExit))
 
 
 def _new_file_mode():
@@ -187,6 +187,9 @@ def put_bytes(dest, data, dry_run=False, follow=False):
     return new, old
 
 
+RETIRED = "retired"   # where a directory dest is moved while its replacement is renamed into place
+
+
 class WorkDir:
     """The locked work directory of one ``dest`` (see the module docstring); a context manager.
 
@@ -216,12 +219,48 @@ class WorkDir:
             os.close(self.fd)
             raise DestinationError("another run is writing %s right now (its lock %s is held)"
                                    % (self.dest, self.lock_path))
-        if os.path.islink(self.dir) or (os.path.exists(self.dir) and not os.path.isdir(self.dir)):
-            os.unlink(self.dir)
-        if not os.path.isdir(self.dir):
-            os.mkdir(self.dir, 0o700)
+        if not self._lock_is_current():
+            os.close(self.fd)
+            raise DestinationError("another run is writing %s right now (its lock %s was replaced)"
+                                   % (self.dest, self.lock_path))
+        self._own_dir()
+        self._restore_retired()
         self._keep_only_partials()
         return self
+
+    def _restore_retired(self):
+        """Put back the directory a run killed between its two renames (see imagedest) moved aside: ``dest``
+        is missing and its last good content sits in ``retired``."""
+        retired = self.path(RETIRED)
+        if os.path.isdir(retired) and not os.path.islink(retired) and not os.path.lexists(self.dest):
+            try:
+                os.rename(retired, self.dest)
+            except OSError:
+                pass
+
+    def _lock_is_current(self):
+        """Whether the locked file is still the one at lock_path (a run that finished may have unlinked it
+        while this one waited: then a third run could lock a new file, and two runs would share the dir)."""
+        try:
+            return os.fstat(self.fd).st_ino == os.stat(self.lock_path).st_ino
+        except OSError:
+            return False
+
+    def _own_dir(self):
+        """The work directory, made anew unless it is a real directory of this user (a symlink, a file or
+        someone else's directory planted there is not used)."""
+        try:
+            info = os.lstat(self.dir)
+        except OSError:
+            info = None
+        if info is not None and not (stat.S_ISDIR(info.st_mode) and info.st_uid == os.geteuid()):
+            if stat.S_ISDIR(info.st_mode):
+                shutil.rmtree(self.dir)
+            else:
+                os.unlink(self.dir)
+            info = None
+        if info is None:
+            os.mkdir(self.dir, 0o700)
 
     def _keep_only_partials(self):
         """Remove what an earlier run left except its partial downloads (``*.partial``); True if any remain."""
@@ -259,7 +298,7 @@ class WorkDir:
         if not resumable:
             shutil.rmtree(self.dir, ignore_errors=True)
             try:
-                os.unlink(self.lock_path)
+                os.unlink(self.lock_path)   # while still locked: a run waiting on it then sees it replaced
             except OSError:
                 pass
         os.close(self.fd)

@@ -81,18 +81,23 @@ def verify(data, expected, what):
     return actual
 
 
-def hash_file(path, algorithm="sha256"):
-    """(digest, size) of a file's content."""
+def hash_stream(handle, algorithm="sha256"):
+    """(digest, size) of what is left to read in a binary file object."""
     hasher = hashlib.new(algorithm)
     size = 0
-    with open(path, "rb") as handle:
-        while True:
-            block = handle.read(READ_SIZE)
-            if not block:
-                break
-            hasher.update(block)
-            size += len(block)
+    while True:
+        block = handle.read(READ_SIZE)
+        if not block:
+            break
+        hasher.update(block)
+        size += len(block)
     return "%s:%s" % (algorithm, hasher.hexdigest()), size
+
+
+def hash_file(path, algorithm="sha256"):
+    """(digest, size) of a file's content."""
+    with open(path, "rb") as handle:
+        return hash_stream(handle, algorithm)
 
 
 def file_digest(path, algorithm="sha256"):

@@ -28,17 +28,19 @@ __metaclass__ = type
 import hashlib
 import os
 import re
+import stat
 
 from ansible_collections.hocker.registry.plugins.module_utils._registry.errors import (
-    DigestMismatch, LimitExceeded, RegistryError, TransportError)
+    DigestMismatch, LimitExceeded, NoSpace, RegistryError, TransportError)
 from ansible_collections.hocker.registry.plugins.module_utils._registry.sinks import NullSink
+from ansible_collections.hocker.registry.plugins.module_utils._registry.manifest import (
+    DOCKER_LAYER_FOREIGN, DOCKER_LAYER_FOREIGN_TAR)
 from ansible_collections.hocker.registry.plugins.module_utils._registry.transport import (
     backoff_delay, safe_url, stream_errors)
 
 READ_SIZE = 1024 * 1024
 _CONTENT_RANGE_RE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$")
-FOREIGN_TYPES = ("application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
-                 "application/vnd.docker.image.rootfs.foreign.diff.tar")
+FOREIGN_TYPES = (DOCKER_LAYER_FOREIGN, DOCKER_LAYER_FOREIGN_TAR)
 
 
 class Cancelled(RegistryError):
@@ -136,22 +138,31 @@ class PartialFile:
     def __init__(self, path, size):
         self.path = path
         self.handle = None
-        if path and os.path.exists(path) and size is not None and os.path.getsize(path) > size:
+        if not path:
+            return
+        try:
+            info = os.lstat(path)
+        except OSError:
+            return
+        # only a regular file of ours is resumed: a symlink, fifo or device planted there is removed, never
+        # followed (appending registry bytes to another file, or hanging on a fifo)
+        if not stat.S_ISREG(info.st_mode) or (size is not None and info.st_size > size):
             os.unlink(path)
 
     def replay(self, verifier, sink):
         """Feed the bytes an earlier run left to ``verifier`` and ``sink``; open for appending."""
         if not self.path:
             return 0
-        if os.path.exists(self.path):
-            with open(self.path, "rb") as handle:
-                while True:
-                    block = handle.read(READ_SIZE)
-                    if not block:
-                        break
-                    verifier.update(block)
-                    sink.write(block)
-        self.handle = open(self.path, "ab" if verifier.offset else "wb")
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+        fd = os.open(self.path, flags, 0o600)
+        self.handle = os.fdopen(fd, "r+b")
+        while True:
+            block = self.handle.read(READ_SIZE)
+            if not block:
+                break
+            verifier.update(block)
+            sink.write(block)
+        self.handle.seek(0, os.SEEK_END)
         return verifier.offset
 
     def write(self, block):
@@ -292,7 +303,7 @@ def download(client, descriptor, partial_path=None, sink_factory=None, cancel=No
     except BaseException as exc:
         partial.close()
         attempts.sink.abandon()
-        if isinstance(exc, (DigestMismatch, LimitExceeded)):
+        if isinstance(exc, (DigestMismatch, LimitExceeded)) and not isinstance(exc, NoSpace):
             partial.discard()    # nothing worth resuming: the same bytes would fail the same way
         raise
     if not verifier.matches():

@@ -61,6 +61,11 @@ class DigestMismatch(RegistryError):
     """Content did not hash to the digest it was requested by."""
 
 
+class DiffIdMismatch(DigestMismatch):
+    """A blob that matched its digest decompressed to a tar other than the config's diff_id says: the image
+    itself is inconsistent (nothing fetched again can fix it)."""
+
+
 class PlatformError(RegistryError):
     """No manifest for the requested platform."""
 
@@ -80,6 +85,10 @@ class DestinationError(RegistryError):
 
 class LimitExceeded(RegistryError):
     """A bound that protects the host was reached (a layer inflating beyond its limit, not enough space)."""
+
+
+class NoSpace(LimitExceeded):
+    """Not enough space left on a file system: the run may be resumed once there is (unlike a bomb)."""
 
 
 class MissingLibrary(RegistryError):

@@ -29,8 +29,8 @@ import os
 import threading
 
 from ansible_collections.hocker.registry.plugins.module_utils._registry import readback
-from ansible_collections.hocker.registry.plugins.module_utils._registry.destination import fsync_dir, install
-from ansible_collections.hocker.registry.plugins.module_utils._registry.errors import LimitExceeded
+from ansible_collections.hocker.registry.plugins.module_utils._registry.destination import RETIRED, fsync_dir, install
+from ansible_collections.hocker.registry.plugins.module_utils._registry.errors import NoSpace
 from ansible_collections.hocker.registry.plugins.module_utils._registry.layout import (
     ArchiveError, Copy, Image, Layer, blob_hex)
 from ansible_collections.hocker.registry.plugins.module_utils._registry.placed import can_place, open_placed
@@ -91,10 +91,6 @@ class CopySpec(ImageSpec):
         return Copy(self.top, self.metadata, layers)
 
 
-def _stamp_archive(dest):
-    readback.stamp([dest])
-
-
 class _Files:
     """Layer files by key, written into the work directory or handed over complete."""
 
@@ -136,7 +132,7 @@ class AssembledArchive(_Files):
         with open(staged, "rb") as handle:
             os.fsync(handle.fileno())
         install(staged, self.dest)
-        _stamp_archive(self.dest)
+        readback.stamp([self.dest])
         return result
 
     def abort(self):
@@ -166,7 +162,7 @@ class PlacedDestination:
         with open(self.staged, "rb") as handle:
             os.fsync(handle.fileno())
         install(self.staged, self.dest)
-        _stamp_archive(self.dest)
+        readback.stamp([self.dest])
         return result
 
     def abort(self):
@@ -190,7 +186,7 @@ class OciDirectory(_Files):
         staged = self.work.scratch("out")
         result = write_archive(staged, self.spec.archive_images(self.path_of), move_from=self.work.dir,
                                **self.spec.write_args)
-        _swap_dir(staged, self.dest, self.work.scratch("retired"))
+        _swap_dir(staged, self.dest, self.work.scratch(RETIRED))
         readback.stamp(_dir_files(self.dest))
         return result
 
@@ -233,7 +229,7 @@ def check_space(path, needed, what):
     """LimitExceeded when the file system of ``path`` has less than ``needed`` bytes free."""
     free = free_bytes(path)
     if free is not None and needed > free:
-        raise LimitExceeded("%s needs about %d bytes in %s, but only %d are free" % (what, needed, path, free))
+        raise NoSpace("%s needs about %d bytes in %s, but only %d are free" % (what, needed, path, free))
 
 
 def open_destination(dest, spec, work, placement="auto", size_probe=None, stored=None):

@@ -35,7 +35,8 @@ from typing import List, Optional
 
 from ansible_collections.hocker.registry.plugins.module_utils._registry import kept, readback, schema1image
 from ansible_collections.hocker.registry.plugins.module_utils._registry.destination import WorkDir, check_dest
-from ansible_collections.hocker.registry.plugins.module_utils._registry.errors import DestinationError, InvalidReference
+from ansible_collections.hocker.registry.plugins.module_utils._registry.errors import (
+    DestinationError, InvalidReference, ManifestError)
 from ansible_collections.hocker.registry.plugins.module_utils._registry.imagedest import (
     CopySpec, ImageSpec, check_space, open_destination)
 from ansible_collections.hocker.registry.plugins.module_utils._registry.manifest import config_diff_ids, parse_config
@@ -165,7 +166,7 @@ class ImageJob:
 
     def _intact(self, target, old):
         reason = readback.check_output(target, self.request.format, self.request.compression, old["index_bytes"],
-                                       old, full=self.request.verify)
+                                       old, full=self.request.verify, restamp=not self.request.check_mode)
         if reason is not None:
             self.warn("dest %s was damaged (%s); it is written again" % (self.request.dest, reason))
             self.result["repaired"] = reason
@@ -233,6 +234,7 @@ class ImageJob:
             config = parse_config(config_bytes, "config %s" % manifest.config.get("digest"))
             diff_ids = config_diff_ids(config, len(manifest.layers), "the config of %s" % manifest.digest)
             images.append((manifest, config_bytes, list(zip(manifest.layers, diff_ids))))
+        _check_one_diff_id_per_blob(images)
         return images
 
     # ---------------------------------------------------------------- writing
@@ -327,6 +329,20 @@ class ImageJob:
             self.warn("this image has zstd-compressed layers, which docker engines before 23.0 cannot load from a "
                       "docker-archive with layers=compressed (podman and containerd can); use layers=uncompressed "
                       "for older docker engines")
+
+
+def _check_one_diff_id_per_blob(images):
+    """A blob decompresses to one tar: configs that give one layer blob two diff_ids describe no image (the
+    layer would be fetched once and checked against only one of them)."""
+    seen = {}
+    for _manifest, _config, pairs in images:
+        for descriptor, diff_id in pairs:
+            digest = descriptor.get("digest")
+            if diff_id is None:
+                continue
+            if seen.setdefault(digest, diff_id) != diff_id:
+                raise ManifestError("layer %s is given two diff_ids (%s and %s) by the image's configs: the image "
+                                    "is inconsistent" % (digest, seen[digest], diff_id))
 
 
 def _layer_list(pairs):

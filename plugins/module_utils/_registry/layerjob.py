@@ -28,7 +28,7 @@ from ansible_collections.hocker.registry.plugins.module_utils._registry.destinat
     check_dest, install, known_output, read_record, remember_output, safe_write)
 from ansible_collections.hocker.registry.plugins.module_utils._registry.download import download, fetch_to_store
 from ansible_collections.hocker.registry.plugins.module_utils._registry.errors import (
-    DigestMismatch, LimitExceeded, ManifestError, NotFound)
+    DiffIdMismatch, DigestMismatch, LimitExceeded, ManifestError, NoSpace, NotFound)
 from ansible_collections.hocker.registry.plugins.module_utils._registry.manifest import config_diff_ids
 from ansible_collections.hocker.registry.plugins.module_utils._registry.sinks import (
     DEFAULT_INFLATION_RATIO, InflateBounds, RewoundFile, Unpacker, decompress_stream)
@@ -131,7 +131,16 @@ class LayerJob:
             self.result.update(self._recorded(read_record(target)))
             self.result.update(image=str(self.reference), layer_digest=self.wanted, size=os.path.getsize(target))
             return True
-        record = known_output(target, self.reference, self._request_key(), self._current_top, RECORD_VERSION)
+        current_top = self._current_top
+        if self.wanted is not None:
+            # a layer named by digest decompresses to one tar whatever the tag names now: a record of this
+            # request whose output is still on dest proves it without asking the registry
+            recorded = jsonutil.get_dict({"r": read_record(target)}, "r")
+
+            def recorded_top():
+                return recorded.get("top")
+            current_top = recorded_top
+        record = known_output(target, self.reference, self._request_key(), current_top, RECORD_VERSION)
         if record is not None:
             self.result.update(self._recorded(record))
             self.result["image"] = str(self.reference)
@@ -217,13 +226,15 @@ class LayerJob:
                                     inflater=self.request.inflater)
                 result = download(self.client, descriptor, partial, sink_factory, sync=False)
                 if diff_id is not None and result.sink_result.diff_id != diff_id:
-                    raise DigestMismatch("uncompressed layer does not match its diff_id: expected %s, got %s"
+                    raise DiffIdMismatch("uncompressed layer does not match its diff_id: expected %s, got %s"
                                          % (diff_id, result.sink_result.diff_id))
                 handle.flush()
                 os.fsync(handle.fileno())
             self.result["resumed"] = result.resumed
             install(unpacking, target)
             self._placed(result.size, result.sink_result.diff_id)
+        except NoSpace:
+            raise              # the .part file is kept: the next run, with room made, resumes it
         except (DigestMismatch, DecompressionError, LimitExceeded):
             _remove(partial)   # a verified blob whose content is wrong or too big: nothing to resume from
             raise
@@ -250,10 +261,12 @@ class LayerJob:
                     inflater=self.request.inflater, bounds=bounds)))
                 self._placed(unpacked[0].size, unpacked[0].diff_id)
                 return
-            except DigestMismatch:
-                store.remove_blob(digest)
-                if attempt == 2 or result is not None:
-                    raise
+            except DiffIdMismatch:
+                raise          # the blob is what its digest says; the image is inconsistent, the store is not
+            except (DigestMismatch, DecompressionError):
+                if result is not None or attempt == 2 or digests.file_digest(source) == digest:
+                    raise      # just downloaded and verified, or intact in the store: nothing to fetch again
+                store.remove_blob(digest)   # rotted in the store: drop it and download it once more
 
 
 def _beside(target, suffix):

@@ -15,7 +15,6 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
-import re
 from dataclasses import dataclass, field, fields
 from typing import Optional, Tuple
 
@@ -32,27 +31,34 @@ RETRIES_RANGE = (0, 100)
 PATH_OPTIONS = ("docker_config", "ca_path", "client_cert", "client_key", "cache_dir")
 
 
-_USERINFO_RE = re.compile(r"^((?:[A-Za-z][A-Za-z0-9+.-]*://)?)([^/@]*)@(?=[^/]*(?:/|$))")
 MASK = "<credentials removed>"
+
+
+def _split_scheme(value):
+    scheme, sep, rest = value.partition("://")
+    return (scheme + sep, rest) if sep else ("", value)
 
 
 def url_without_credentials(value):
     """A registry URL with any ``user:password@`` replaced by a marker, so that a password typed into it is
-    never echoed; the marker makes the adapter refuse the value with a clear message."""
-    if not isinstance(value, str):
+    never echoed; the marker makes the adapter refuse the value with a clear message. A registry URL holds
+    no other ``@``: everything up to the last one is the user part (a password may hold ``@`` too)."""
+    if not isinstance(value, str) or "@" not in value:
         return value
-    return _USERINFO_RE.sub(lambda m: m.group(1) + MASK + "@", value, count=1)
+    scheme, rest = _split_scheme(value)
+    return scheme + MASK + rest[rest.rfind("@"):]
 
 
 def image_without_credentials(value):
-    """An image reference with ``user:password@`` (typed before a registry host) masked, as above. A digest
-    (``name@sha256:...``) is left alone: what follows its ``@`` holds no ``/``."""
-    if not isinstance(value, str):
+    """An image reference with ``user:password@`` (typed before a registry host) masked, as above: the user
+    part ends at the last ``@`` that a ``/`` follows (a digest's ``@`` has none after it)."""
+    if not isinstance(value, str) or "@" not in value:
         return value
-    _head, sep, tail = value.partition("@")
-    if sep and "/" in tail:
-        return url_without_credentials(value) if "://" in value else MASK + "@" + tail
-    return value
+    scheme, rest = _split_scheme(value)
+    ends = [i for i, char in enumerate(rest) if char == "@" and "/" in rest[i + 1:]]
+    if not ends:
+        return value
+    return scheme + MASK + rest[ends[-1]:]
 
 
 def mask_credentials(params):

@@ -16,11 +16,11 @@ __metaclass__ = type
 
 import errno
 import gzip
-import hashlib
 import os
 import tarfile
 import zlib
 
+from ansible_collections.hocker.registry.plugins.module_utils._registry import digest as digests
 from ansible_collections.hocker.registry.plugins.module_utils._registry.errors import ManifestError
 from ansible_collections.hocker.registry.plugins.module_utils._registry.jsonutil import get_dict, loads
 from ansible_collections.hocker.registry.plugins.module_utils._registry.layout import ORIGIN_ANNOTATION
@@ -96,7 +96,6 @@ def read_origin(path):
 # ---------------------------------------------------------------------------------------------------------
 STAMP_ATTR = "user.hocker.registry"
 _BLOCK = 512
-_READ = 1024 * 1024
 
 
 def _stamp_value(path):
@@ -150,10 +149,11 @@ def tar_size(members, index_size):
     return total
 
 
-def check_output(path, fmt, compression, index_bytes, record, full=False):
+def check_output(path, fmt, compression, index_bytes, record, full=False, restamp=True):
     """None when the archive or OCI directory at ``path`` is intact against ``record`` (its origin record),
     else the reason. The cheap check compares the structure (every member's name and size, the total size)
-    and the stamps; a file changed since it was stamped, or ``full``, re-hashes everything."""
+    and the stamps; a file changed since it was stamped, or ``full``, re-hashes everything (and, ``restamp``,
+    stamps the files found intact once more)."""
     members = _record_members(record)
     if members is None:
         return "it carries no member list (written by an older version)"
@@ -166,7 +166,7 @@ def check_output(path, fmt, compression, index_bytes, record, full=False):
             reason = _check_archive(path, compression, members, len(index_bytes))
         if reason is None and (full or stamps_state(files) == "changed"):
             reason = _verify(path, fmt, compression, members)
-            if reason is None:
+            if reason is None and restamp:
                 stamp(files)
     except (OSError, EOFError, tarfile.TarError, zlib.error) as exc:
         return "it cannot be read (%s)" % (getattr(exc, "strerror", None) or exc)
@@ -244,10 +244,4 @@ def _hash_file(path, name):
 
 
 def _hash_stream(handle, _name):
-    hasher = hashlib.sha256()
-    while True:
-        block = handle.read(_READ)
-        if not block:
-            break
-        hasher.update(block)
-    return "sha256:" + hasher.hexdigest()
+    return digests.hash_stream(handle)[0]

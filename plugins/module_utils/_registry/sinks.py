@@ -24,7 +24,8 @@ from typing import Protocol
 
 from ansible_collections.hocker.registry.plugins.module_utils._registry.compression import (
     AUTO, CHUNK_SIZE, NONE, DecompressionError, Decompressor)
-from ansible_collections.hocker.registry.plugins.module_utils._registry.errors import DigestMismatch, LimitExceeded
+from ansible_collections.hocker.registry.plugins.module_utils._registry.errors import (
+    DiffIdMismatch, DigestMismatch, LimitExceeded, NoSpace)
 
 GiB = 1024 * 1024 * 1024
 CHECK_EVERY = 16 * 1024 * 1024       # bytes of output between two checks of the bounds
@@ -116,12 +117,15 @@ class InflateBounds:
         self.floor = floor
         self.reserve = reserve
 
-    def check(self, produced):
-        if self.max_ratio and self.compressed_size and produced > max(self.floor, self.max_ratio * self.compressed_size):
+    def check(self, produced, consumed=0):
+        """``produced``: bytes inflated so far; ``consumed``: compressed bytes read so far (the ratio's base
+        when the descriptor gave no size)."""
+        base = self.compressed_size or consumed
+        if self.max_ratio and base and produced > max(self.floor, self.max_ratio * base):
             raise LimitExceeded(
                 "%s inflates to more than %d times its compressed size of %d bytes (%d bytes so far): a "
                 "decompression bomb or a damaged layer; raise max_inflation_ratio (now %d) if the image is "
-                "trusted" % (self.what, self.max_ratio, self.compressed_size, produced, self.max_ratio))
+                "trusted" % (self.what, self.max_ratio, base, produced, self.max_ratio))
         if self.space_path:
             try:
                 stat = os.statvfs(self.space_path)
@@ -129,7 +133,7 @@ class InflateBounds:
                 return
             free = stat.f_bavail * stat.f_frsize
             if free < self.reserve:
-                raise LimitExceeded(
+                raise NoSpace(
                     "not enough space to inflate %s in %s: %d bytes written so far and only %d bytes free"
                     % (self.what, self.space_path, produced, free))
 
@@ -193,7 +197,7 @@ class Unpacker:
             self.produced += len(chunk)
             if self.produced >= self._next_check and self.bounds is not None:
                 self._next_check = self.produced + CHECK_EVERY
-                self.bounds.check(self.produced)
+                self.bounds.check(self.produced, self.size)
 
     def write(self, data):
         self.size += len(data)
@@ -270,7 +274,7 @@ def decompress_stream(src, dst, kind=AUTO, expected_digest=None, expected_diff_i
     if expected_digest is not None and result.digest != expected_digest:
         raise DigestMismatch("blob does not match its digest: expected %s, got %s" % (expected_digest, result.digest))
     if expected_diff_id is not None and result.diff_id != expected_diff_id:
-        raise DigestMismatch("uncompressed layer does not match its diff_id: expected %s, got %s"
+        raise DiffIdMismatch("uncompressed layer does not match its diff_id: expected %s, got %s"
                              % (expected_diff_id, result.diff_id))
     return result
 

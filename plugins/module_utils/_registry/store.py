@@ -26,7 +26,6 @@ __metaclass__ = type
 import contextlib
 import errno
 import fcntl
-import hashlib
 import os
 import tempfile
 import threading
@@ -35,20 +34,13 @@ import time
 from ansible_collections.hocker.registry.plugins.module_utils._registry import jsonutil
 from ansible_collections.hocker.registry.plugins.module_utils._registry.errors import (
     DigestMismatch, ManifestError, OfflineError, RegistryError)
-from ansible_collections.hocker.registry.plugins.module_utils._registry.digest import hash_file, is_digest
+from ansible_collections.hocker.registry.plugins.module_utils._registry.digest import compute, hash_file, is_digest, split
 from ansible_collections.hocker.registry.plugins.module_utils._registry.manifest import OCI_INDEX
 
 REF_NAME = "org.opencontainers.image.ref.name"
 FETCHED_AT = "io.hocker.registry.fetched"
 CHUNK = 1024 * 1024
 MAX_INDEX_SIZE = 16 * 1024 * 1024
-
-
-def _hex(digest):
-    if not is_digest(digest):
-        raise RegistryError("invalid digest %r" % (digest,))
-    algorithm, _sep, hexpart = digest.partition(":")
-    return algorithm, hexpart
 
 
 def write_json_atomic(path, data):
@@ -98,11 +90,11 @@ class BlobStore:
 
     # ------------------------------------------------------------------ blobs
     def blob_path(self, digest):
-        algorithm, hexpart = _hex(digest)
+        algorithm, hexpart = split(digest)
         return os.path.join(self.blobs_dir, algorithm, hexpart)
 
     def partial_path(self, digest):
-        return os.path.join(self.ingest_dir, "%s.partial" % _hex(digest)[1])
+        return os.path.join(self.ingest_dir, "%s.partial" % split(digest)[1])
 
     def has(self, digest, size=None):
         path = self.blob_path(digest)
@@ -115,7 +107,7 @@ class BlobStore:
     @contextlib.contextmanager
     def lock(self, digest):
         """Exclusive per-blob lock (blocks while another process downloads the same blob)."""
-        path = os.path.join(self.ingest_dir, "%s.lock" % _hex(digest)[1])
+        path = os.path.join(self.ingest_dir, "%s.lock" % split(digest)[1])
         with self._flock(path):
             yield
 
@@ -182,7 +174,7 @@ class BlobStore:
         except (IOError, OSError):
             return None
         algorithm = digest.split(":", 1)[0]
-        if len(data) > limit or "%s:%s" % (algorithm, hashlib.new(algorithm, data).hexdigest()) != digest:
+        if len(data) > limit or compute(data, algorithm) != digest:
             self.remove_blob(digest)
             return None
         self.touch(digest)

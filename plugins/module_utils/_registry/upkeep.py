@@ -33,20 +33,20 @@ __metaclass__ = type
 import contextlib
 import errno
 import fcntl
-import hashlib
 import os
 import re
 import shutil
 import tempfile
 import time
 
+from ansible_collections.hocker.registry.plugins.module_utils._registry import digest as hashing
 from ansible_collections.hocker.registry.plugins.module_utils._registry import jsonutil
 from ansible_collections.hocker.registry.plugins.module_utils._registry.errors import ManifestError, RegistryError
 from ansible_collections.hocker.registry.plugins.module_utils._registry.manifest import (
     MAX_MANIFEST_SIZE, is_digest)
 from ansible_collections.hocker.registry.plugins.module_utils._registry.reference import parse_reference
 from ansible_collections.hocker.registry.plugins.module_utils._registry.store import (
-    CHUNK, FETCHED_AT, MAX_INDEX_SIZE, REF_NAME, BlobStore, write_json_atomic)
+    FETCHED_AT, MAX_INDEX_SIZE, REF_NAME, BlobStore, write_json_atomic)
 
 ALGORITHMS = ("sha256", "sha512")
 DEFAULT_MIN_AGE = 3600
@@ -732,12 +732,5 @@ def _nothing():
 
 def _hash_open(path, algorithm):
     """(inode, digest) of a file, both from one open file (a rename over the path cannot mix them up)."""
-    hasher = hashlib.new(algorithm)
     with open(path, "rb") as handle:
-        inode = os.fstat(handle.fileno()).st_ino
-        while True:
-            block = handle.read(CHUNK)
-            if not block:
-                break
-            hasher.update(block)
-    return inode, "%s:%s" % (algorithm, hasher.hexdigest())
+        return os.fstat(handle.fileno()).st_ino, hashing.hash_stream(handle, algorithm)[0]

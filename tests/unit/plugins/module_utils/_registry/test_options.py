@@ -39,6 +39,7 @@ def test_defaults_and_platforms():
     ("https://user:s3cret@reg.example.com", "https://<credentials removed>@reg.example.com"),
     ("user:s3cret@reg.example.com:5000/v2", "<credentials removed>@reg.example.com:5000/v2"),
     ("https://reg.example.com", "https://reg.example.com"),
+    ("https://bob:s3cr@t!@reg.example.com", "https://<credentials removed>@reg.example.com"),
 ])
 def test_urls_lose_their_credentials(raw, masked):
     assert o.url_without_credentials(raw) == masked
@@ -49,6 +50,7 @@ def test_urls_lose_their_credentials(raw, masked):
 @pytest.mark.parametrize("raw,leaks", [
     ("user:s3cret@reg.example.com/app:1", False),
     ("https://user:s3cret@reg.example.com/app", False),
+    ("user:s3cr@t@reg.example.com/app:1@sha256:" + "a" * 64, False),
     ("app@sha256:" + "a" * 64, None),
 ])
 def test_images_lose_their_credentials(raw, leaks):
