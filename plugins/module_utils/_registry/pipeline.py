@@ -20,10 +20,10 @@ import os
 import threading
 
 from ansible_collections.hocker.registry.plugins.module_utils._registry.compression import GZIP, NONE, detect
-from ansible_collections.hocker.registry.plugins.module_utils._registry.digest import hexpart
+from ansible_collections.hocker.registry.plugins.module_utils._registry.digest import file_digest, hexpart
 from ansible_collections.hocker.registry.plugins.module_utils._registry.download import (
     download, fetch_to_store, foreign_urls)
-from ansible_collections.hocker.registry.plugins.module_utils._registry.errors import DigestMismatch
+from ansible_collections.hocker.registry.plugins.module_utils._registry.errors import DiffIdMismatch
 from ansible_collections.hocker.registry.plugins.module_utils._registry.sinks import (
     DEFAULT_INFLATION_RATIO, InflateBounds, Unpacker, copy_into, decompress_stream)
 
@@ -134,9 +134,11 @@ class LayerFetcher:
                                   sync=False)
             unpacked, resumed = result.sink_result, result.resumed
         if diff_id is not None and unpacked.diff_id != diff_id:
-            if from_cache:
+            # a stored blob that still hashes to its digest is sound: the image's config is wrong, and other
+            # images may use the blob; one that does not is damaged and goes
+            if from_cache and file_digest(self.store.blob_path(digest)) != digest:
                 self.store.remove_blob(digest)
-            raise DigestMismatch("layer %s decompresses to %s, but the image config says its diff_id is %s"
+            raise DiffIdMismatch("layer %s decompresses to %s, but the image config says its diff_id is %s"
                                  % (digest, unpacked.diff_id, diff_id))
         return FetchedLayer(descriptor, unpacked.diff_id, from_cache, resumed, unpacked.size)
 

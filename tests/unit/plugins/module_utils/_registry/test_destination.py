@@ -7,7 +7,7 @@ import pytest
 
 from ansible_collections.hocker.registry.plugins.module_utils._registry import destination as d
 from ansible_collections.hocker.registry.plugins.module_utils._registry.errors import (
-    DestinationError, DigestMismatch, TransportError)
+    DestinationError, DigestMismatch, NoSpace, TransportError)
 from ansible_collections.hocker.registry.plugins.module_utils._registry.reference import parse_reference
 
 
@@ -101,6 +101,30 @@ def test_work_dir_keeps_only_partials(tmp_path):
             open(work.path("bbb.partial"), "wb").close()
             raise DigestMismatch("blob failed verification")
     assert sorted(os.listdir(str(tmp_path))) == []
+
+
+def test_a_full_disk_keeps_the_partials_and_a_killed_swap_is_undone(tmp_path):
+    dest = str(tmp_path / "img.tar")
+    work_path = tmp_path / ".img.tar.hocker-work"
+    with pytest.raises(NoSpace):                       # room can be made: the download resumes next time
+        with d.WorkDir(dest) as work:
+            open(work.path("ccc.partial"), "wb").close()
+            raise NoSpace("not enough space")
+    assert os.listdir(str(work_path)) == ["ccc.partial"]
+    # a run killed between moving a directory dest aside and renaming its replacement in: the next run puts
+    # the old content back before anything else
+    layout = tmp_path / "layout"
+    killed = d.WorkDir(str(layout)).__enter__()
+    os.mkdir(killed.path(d.RETIRED))
+    with open(os.path.join(killed.path(d.RETIRED), "index.json"), "w") as handle:
+        handle.write("{}")
+    os.mkdir(killed.path("new"))
+    os.close(killed.fd)                  # the kill: its lock goes with the process, nothing else is cleaned up
+    assert not layout.exists()
+    with d.WorkDir(str(layout)) as work:
+        assert (layout / "index.json").read_text() == "{}"
+        work.done()
+    assert sorted(os.listdir(str(tmp_path))) == [".img.tar.hocker-work", ".img.tar.hocker-work.lock", "layout"]
 
 
 @pytest.mark.parametrize("code,words", [(errno.ENOSPC, "no space left"), (errno.EACCES, "permission denied"),

@@ -10,6 +10,7 @@ import tarfile
 
 import pytest
 
+from ansible_collections.hocker.registry.plugins.module_utils._registry.errors import DiffIdMismatch, ManifestError
 from ansible_collections.hocker.registry.plugins.module_utils._registry.imagejob import ImageJob, ImageRequest
 from ansible_collections.hocker.registry.plugins.module_utils._registry.options import (
     ClientOptions, build_client, open_store)
@@ -46,11 +47,19 @@ def registry():
                                "digest": reg.add_blob(REPO, config), "size": len(config)},
                     "layers": [descriptors[i] for i in order]}
         reg.add_manifest(REPO, "v1", manifest)
+        # broken configs: the repeated base blob given two diff_ids; a diff_id no layer has
+        for tag, diff_ids in (("two-diff-ids", [digest_of(tars[0]), digest_of(tars[1]), digest_of(tars[1])]),
+                              ("wrong-diff-id", [digest_of(tars[0]), digest_of(tars[1]), digest_of(b"other")])):
+            bad = json.dumps({"architecture": "amd64", "os": "linux",
+                              "rootfs": {"type": "layers", "diff_ids": diff_ids}}).encode()
+            reg.add_manifest(REPO, tag, dict(manifest, layers=[descriptors[i] for i in (0, 1, 0)] if tag == "two-diff-ids"
+                                             else descriptors, config=dict(manifest["config"], size=len(bad),
+                                                                           digest=reg.add_blob(REPO, bad))))
         yield reg
 
 
-def run(reg, dest, cache_dir=None, **request):
-    opts = ClientOptions.from_mapping({"image": REPO + ":v1", "registry": reg.url, "platform": "linux/amd64",
+def run(reg, dest, cache_dir=None, tag="v1", **request):
+    opts = ClientOptions.from_mapping({"image": REPO + ":" + tag, "registry": reg.url, "platform": "linux/amd64",
                                        "cache_dir": cache_dir, "retries": 0})
     store = open_store(opts)
     reference, client = build_client(opts, store=store)
@@ -153,3 +162,18 @@ def test_tag_and_tag_with_digest_are_the_same_image(registry, tmp_path):
     result = ImageJob(lambda: client, reference, None, ImageRequest(dest=str(dest)), opts).run()
     assert result["changed"] is False
     assert client.request_counts()["head"] == 0     # a digest reference asks the registry nothing
+
+
+def test_inconsistent_configs_are_refused_and_keep_the_store(registry, tmp_path):
+    with pytest.raises(ManifestError) as exc:
+        run(registry, tmp_path / "two.tar", tag="two-diff-ids")
+    assert "two diff_ids" in str(exc.value)
+    assert not (tmp_path / "two.tar").exists()
+    # a layer that does not decompress to its diff_id is the config's fault, not the blob's: the verified
+    # blobs stay in the store and nothing reaches dest
+    store = tmp_path / "store"
+    with pytest.raises(DiffIdMismatch):
+        run(registry, tmp_path / "wrong.tar", cache_dir=str(store), tag="wrong-diff-id", layers="uncompressed")
+    assert not (tmp_path / "wrong.tar").exists()
+    top = digest_of(gzip.compress(tar_of([("top", b"top layer\n" * 1000)]), mtime=0))
+    assert top.split(":")[1] in os.listdir(str(store / "blobs" / "sha256"))
