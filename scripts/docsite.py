@@ -56,6 +56,8 @@ class _IndentedDumper(yaml.SafeDumper):
 
     def increase_indent(self, flow=False, indentless=False):
         return super(_IndentedDumper, self).increase_indent(flow, False)
+
+
 ADORNMENTS = {1: "=", 2: "-", 3: "~", 4: "^", 5: '"', 6: "'"}
 LEXERS = {
     "yaml": "yaml+jinja", "yml": "yaml+jinja", "yaml+jinja": "yaml+jinja", "json": "json", "bash": "bash",

@@ -87,6 +87,11 @@ options:
       - Defaults to every platform of each image that O(src) holds.
     type: list
     elements: str
+  _hocker_sync:
+    description:
+      - Internal. What the action plugin found out and sends to the host (the step, the blobs, the staging
+        directory). Set by the action plugin only; a task that sets it is refused.
+    type: dict
 notes:
   - The managed host needs Python 3.9 or newer; the C(requests) library is not needed for this module.
   - The files sent go to the connection's remote temporary directory (C(remote_tmp)) first, and are moved into
