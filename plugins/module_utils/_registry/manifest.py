@@ -14,7 +14,6 @@ from ansible_collections.hocker.registry.plugins.module_utils._registry import j
 from ansible_collections.hocker.registry.plugins.module_utils._registry.digest import compute as compute_digest
 from ansible_collections.hocker.registry.plugins.module_utils._registry.digest import is_digest
 from ansible_collections.hocker.registry.plugins.module_utils._registry.errors import DigestMismatch, ManifestError
-from ansible_collections.hocker.registry.plugins.module_utils._registry.schema1 import parse_schema1
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
@@ -225,6 +224,8 @@ def _schema1_manifest(raw, data, content_type, expected_digest, what):
     ``digest`` the payload's, ``schema1`` the parsed form (``layers`` are its schema 2 layers, base first,
     without sizes; no config)."""
     try:
+        # imported here: schema 1 is rare and its parser is large (every module run compiles what it imports)
+        from ansible_collections.hocker.registry.plugins.module_utils._registry.schema1 import parse_schema1
         parsed = parse_schema1(raw, content_type or None, expected_digest, what)
     except DigestMismatch:
         raise
