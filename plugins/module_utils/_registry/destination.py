@@ -77,6 +77,13 @@ def _kind_of(mode):
     return "not a regular file"
 
 
+def _lstat(path):
+    try:
+        return os.lstat(path)
+    except OSError:
+        return None
+
+
 def check_dest(path, kind="file", follow=False):
     """The path to write for ``dest`` (its symlink target with ``follow``), or DestinationError.
 
@@ -87,19 +94,13 @@ def check_dest(path, kind="file", follow=False):
     if "\0" in path:
         raise DestinationError("dest contains a NUL byte, which no path can hold")
     target = path
-    try:
-        info = os.lstat(path)
-    except OSError:
-        info = None
+    info = _lstat(path)
     if info is not None and stat.S_ISLNK(info.st_mode):
         if not follow:
             raise DestinationError("dest %s is a symlink (to %s); it is not replaced: give the real path, or set "
                                    "follow=true to write its target" % (path, os.readlink(path)))
         target = os.path.realpath(path)
-        try:
-            info = os.lstat(target)
-        except OSError:
-            info = None
+        info = _lstat(target)
     if info is not None:
         wanted = stat.S_ISREG if kind == "file" else stat.S_ISDIR
         if not wanted(info.st_mode):

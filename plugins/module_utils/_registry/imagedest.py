@@ -250,10 +250,8 @@ def open_destination(dest, spec, work, placement="auto", size_probe=None, stored
         return _open_placed(dest, spec, work, content, sum(layer.size for layer in content.layers))
     sizes = None
     if spec.uncompressed:
-        if not _worth_probing(spec, placement, stored) or size_probe is None:
-            return AssembledArchive(dest, spec, work)
-        sizes = size_probe()
-        if not sizes or any(size is None for size in sizes.values()):
+        sizes = _probed_sizes(spec, placement, size_probe, stored)
+        if sizes is None:
             return AssembledArchive(dest, spec, work)
     images = spec.archive_images(size_of=sizes.get if sizes else None)
     if not can_place(images, spec.format, spec.layers):
@@ -273,6 +271,17 @@ def _open_placed(dest, spec, work, images, expected):
     except (ArchiveError, OSError):
         return AssembledArchive(dest, spec, work)
     return PlacedDestination(dest, placed, work)
+
+
+def _probed_sizes(spec, placement, size_probe, stored):
+    """The uncompressed sizes of the layers by diff_id, or None when probing them is not worth it or some
+    size stays unknown."""
+    if size_probe is None or not _worth_probing(spec, placement, stored):
+        return None
+    sizes = size_probe()
+    if not sizes or any(size is None for size in sizes.values()):
+        return None
+    return sizes
 
 
 def _worth_probing(spec, placement, stored):
