@@ -95,7 +95,8 @@ def test_relay_transport(images, registry_anonymous, sshd_server, tmp_path):
 
     def deploy(refs, check=False):
         variables = dict(common, image_deploy_images=[{"image": ref} for ref in refs])
-        run = server.run_playbook(playbook, extra_vars=variables, check=check)
+        # pipelining: one ssh command per module (test_relay.py covers the transfers without it)
+        run = server.run_playbook(playbook, extra_vars=variables, check=check, env={"ANSIBLE_PIPELINING": "1"})
         assert run.rc == 0, run
         return run
 
@@ -153,9 +154,3 @@ def test_relay_transport(images, registry_anonymous, sshd_server, tmp_path):
     with Podman(str(tmp_path / "podman")) as podman:
         podman.load(_archive(server, hosts[0], images.ref_two))
         assert images.two.config_digest in [i["id"] for i in podman.images()]
-
-    # and again: no change
-    reg.clear_log()
-    run = deploy([images.ref_two])
-    assert all(changed == 0 for _ok, changed in _recap(run).values()), run.stdout[-3000:]
-    assert _blob_gets(reg) == {}
