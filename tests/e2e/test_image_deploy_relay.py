@@ -8,6 +8,7 @@ import json
 import os
 import random
 import re
+import sys
 
 import pytest
 
@@ -154,3 +155,51 @@ def test_relay_transport(images, registry_anonymous, sshd_server, tmp_path):
     with Podman(str(tmp_path / "podman")) as podman:
         podman.load(_archive(server, hosts[0], images.ref_two))
         assert images.two.config_digest in [i["id"] for i in podman.images()]
+
+
+def test_relay_platforms_of_a_mixed_fleet(registry_anonymous, seeded, sshd_server, tmp_path):
+    """Two hosts over the local connection, an amd64 one and one whose facts say aarch64: the controller fetches
+    the multi-platform image once per platform, each host receives and writes its own platform only; an
+    entry's platform wins over the host's."""
+    reg = registry_anonymous
+    infos = seeded(reg, kinds=["oci-index", "docker-simple"])
+    index = infos["oci-index"]
+    index_ref, simple_ref = index.image(reg.host), infos["docker-simple"].image(reg.host)
+    hosts = {}
+    for name in ("amd", "arm"):
+        hosts[name] = dict(ansible_connection="local", ansible_python_interpreter=sys.executable,
+                           ansible_remote_tmp=str(tmp_path / name / "tmp"),
+                           hocker_store_dir=str(tmp_path / name / "store"), hocker_dest_dir=str(tmp_path / name / "dest"))
+    hosts["arm"]["fake_architecture"] = "aarch64"
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text(json.dumps({"all": {"hosts": hosts}}))
+    variables = {
+        "image_deploy_transport": "relay",
+        "image_deploy_images": [{"image": index_ref}, {"image": simple_ref, "platform": "linux/amd64"}],
+        "image_deploy_controller_cache_dir": str(tmp_path / "controller" / "store"),
+        "image_deploy_controller_dest": str(tmp_path / "controller" / "images"),
+        "image_deploy_cache_dir": "{{ hocker_store_dir }}",
+        "image_deploy_dest": "{{ hocker_dest_dir }}",
+        "image_deploy_load": "none",
+    }
+    # the arm host's architecture fact says aarch64 (the role gathers facts only for a host that has none)
+    play = json.dumps([{"hosts": "all", "gather_facts": False, "pre_tasks": [{
+        "name": "facts", "when": "fake_architecture is defined", "ansible.builtin.set_fact": {
+            "ansible_architecture": "{{ fake_architecture }}", "ansible_system": "Linux", "cacheable": True}}],
+        "roles": [{"role": "hocker.registry.image_deploy"}]}])
+    reg.clear_log()
+    run = sshd_server.run_playbook(play, inventory=str(inventory), extra_vars=variables)
+    assert run.rc == 0, run
+    fetched = run.result("amd", FETCH)["results"]
+    assert sorted(tuple(r["item"]) for r in fetched) == sorted([
+        (index_ref, "linux/amd64"), (index_ref, "linux/arm64"), (simple_ref, "linux/amd64")])
+    for name, plat in (("amd", "linux/amd64"), ("arm", "linux/arm64")):
+        synced = run.result(name, SYNC)["results"]
+        assert sorted(s["item"][0] for s in synced) == sorted(set(["linux/amd64", plat])), synced
+        written = run.result(name, WRITE)["results"]
+        selected = "linux/arm64/v8" if name == "arm" else plat
+        assert [w["platform"] for w in written] == [selected, "linux/amd64"], written
+        assert written[0]["config_digest"] == index.platforms[selected]["config_digest"]
+        stored = set("sha256:" + n for n in os.listdir(str(tmp_path / name / "store" / "blobs" / "sha256")))
+        other = index.platforms["linux/arm64/v8" if name == "amd" else "linux/amd64"]
+        assert other["manifest_digest"] not in stored and other["config_digest"] not in stored
