@@ -28,13 +28,6 @@ def _layer(name, size, seed):
     return builder.layer_from_tar(builder.make_tar({name: random.Random(seed).randbytes(size)}), level=1)
 
 
-def _blobs(image):
-    out = {image.digest: len(image.manifest_raw), image.config_digest: len(image.config_raw)}
-    for layer in image.layers:
-        out[layer.digest] = layer.size
-    return out
-
-
 class Images(object):
     pass
 
@@ -80,7 +73,7 @@ def _recap(run):
 def test_relay_transport(images, registry_anonymous, sshd_server, tmp_path):
     server, reg = sshd_server, registry_anonymous
     hosts = server.hosts
-    one, two = _blobs(images.one), _blobs(images.two)
+    one, two = images.one.store_sizes(), images.two.store_sizes()
     server.reset_hosts()
     controller = tmp_path / "controller"
     common = {

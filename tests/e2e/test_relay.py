@@ -48,14 +48,6 @@ def _build_images():
     return one, two
 
 
-def _blobs(image):
-    """{digest: size} of an image's manifest, config and layers."""
-    out = {image.digest: len(image.manifest_raw), image.config_digest: len(image.config_raw)}
-    for layer in image.layers:
-        out[layer.digest] = layer.size
-    return out
-
-
 class Fleet(object):
     pass
 
@@ -121,7 +113,7 @@ def _digests(result):
 def test_relay_fleet(fleet, tmp_path):
     server, reg = fleet.server, fleet.reg
     hosts = server.hosts
-    one, two = _blobs(fleet.one), _blobs(fleet.two)
+    one, two = fleet.one.store_sizes(), fleet.two.store_sizes()
 
     # the controller fetched every blob of both images exactly once: shared layers were not fetched again
     gets = [r for r in fleet.fetch_log if r["method"] == "GET" and "/blobs/" in r["path"]]
@@ -257,7 +249,7 @@ def _kill(pid):
 def test_cut_transfer_then_rerun(fleet):
     """ansible-playbook and its ssh connection are killed while the 64 MiB layer is on its way."""
     server = fleet.server
-    one = _blobs(fleet.one)
+    one = fleet.one.store_sizes()
     mid, big = fleet.one.layers[1].digest, fleet.one.layers[2].digest
     playbook = os.path.join(server.workdir, "cut.yml")
     with open(playbook, "w") as handle:

@@ -386,6 +386,13 @@ class Image:
         out.update(self.extra_blobs)
         return out
 
+    def store_sizes(self):
+        """{digest: size} of what a blob store holds for this image: its manifest, config and layers."""
+        out = {self.digest: len(self.manifest_raw), self.config_digest: len(self.config_raw)}
+        for layer in self.layers:
+            out[layer.digest] = layer.size
+        return out
+
     def descriptor(self, platform=True, annotations=None):
         d = {"mediaType": self.media_type, "size": len(self.manifest_raw), "digest": self.digest}
         if platform and self.platform:
