@@ -68,9 +68,9 @@ PROFILES = {
     "quick": (100 * MB, (1, 2, 4, 8)),
     "smoke": (2 * MB, (2,)),
 }
-CASES = ("a", "b", "b2", "c", "c2", "d")
+CASES = ("a", "b", "b2", "c", "c2", "d", "d2")
 CASE_TITLES = {"a": "(a) direct", "b": "(b) relay", "b2": "(b') relay, pipelining", "c": "(c) kubespray",
-               "c2": "(c') kubespray, no -C", "d": "(d) ssh cat"}
+               "c2": "(c') kubespray, no -C", "d": "(d) ssh cat", "d2": "(d') ssh cat + fsync"}
 NO_COMPRESSION = "-o ControlMaster=auto -o ControlPersist=60s"    # Ansible's default ssh_args without -C
 IMAGE_TITLES = {1: "image 1", 2: "image 2 (shares 4 layers)"}
 ACCEPT = "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json"
@@ -217,8 +217,9 @@ def case_kubespray_uncompressed(server, reg, hosts, image, ctl):
     return case_kubespray(server, reg, hosts, image, ctl, {"ANSIBLE_SSH_ARGS": NO_COMPRESSION})
 
 
-def case_floor(server, reg, hosts, image, ctl, previous=None):
-    """The bytes a host needs, streamed to every host at once with ``ssh host 'cat > file'``."""
+def case_floor(server, reg, hosts, image, ctl, previous=None, durable=False):
+    """The bytes a host needs, streamed to every host at once with ``ssh host 'cat > file'``; ``durable``:
+    and fsynced there (``sync FILE``), as a store that survives a power cut must."""
     source = os.path.join(ctl, "floor.bin")
     need = image.size if previous is None else sum(s for d, s in image.blobs.items() if d not in previous.blobs)
     with open(source, "wb") as f:
@@ -232,7 +233,8 @@ def case_floor(server, reg, hosts, image, ctl, previous=None):
     for host in hosts:
         target = os.path.join(server.dest_dir(host), "floor%d.bin" % image.number)
         with open(source, "rb") as stdin:
-            procs.append(subprocess.Popen(["ssh", "-F", server.ssh_config, host, "cat > %s" % target], stdin=stdin))
+            command = "cat > %s && sync %s" % (target, target) if durable else "cat > %s" % target
+            procs.append(subprocess.Popen(["ssh", "-F", server.ssh_config, host, command], stdin=stdin))
     for proc in procs:
         if proc.wait() != 0:
             raise RuntimeError("ssh cat failed")
@@ -281,8 +283,8 @@ def bench(server, reg, images, fleets, workdir, cases, reps=1):
                 for image in images:
                     reg.clear_log()
                     log("N=%d rep %d %s %s ..." % (n, rep + 1, CASE_TITLES[case], IMAGE_TITLES[image.number]))
-                    if case == "d":
-                        outcome = case_floor(server, reg, hosts, image, ctl, previous)
+                    if case in ("d", "d2"):
+                        outcome = case_floor(server, reg, hosts, image, ctl, previous, durable=case == "d2")
                     else:
                         outcome = RUNNERS[case](server, reg, hosts, image, ctl)
                     log("  %.1f s, registry %.0f MB, sent %.0f MB"
@@ -395,7 +397,8 @@ def main(argv=None):
     parser.add_argument("--size", type=int, help="bytes of image 1")
     parser.add_argument("--fleets", help="comma-separated fleet sizes (default 1,2,4,8)")
     parser.add_argument("--reps", type=int, default=1, help="paired repetitions (default 1)")
-    parser.add_argument("--cases", default="a,b,b2,c,c2,d", help="which cases (default a,b,b2,c,c2,d)")
+    parser.add_argument("--cases", default="a,b,b2,c,c2,d",
+                        help="which cases (default a,b,b2,c,c2,d; d2: the floor with an fsync on the host)")
     parser.add_argument("--registry-workdir", help="keep the registry's storage here (images seeded once)")
     parser.add_argument("--output", help="the Markdown report (default benchmarks/results/fleet-<date>.md)")
     args = parser.parse_args(argv)
