@@ -35,6 +35,7 @@ credential, also at `-vvv`.
 def _clean(text):
     text = " ".join(str(text).split())
     text = re.sub(r"/tmp/[^\s'\")]*", "/tmp/…", text)
+    text = re.sub(r"(\.[\w.-]+?)\.[a-z0-9_]{8}\.tmp\b", r"\1.XXXXXXXX.tmp", text)   # mkstemp's random part
     text = re.sub(r"127\.0\.0\.\d+:\d+", "HOST:PORT", text)
     text = re.sub(r"(sha256:[0-9a-f]{12})[0-9a-f]{52}", r"\1…", text)
     text = re.sub(r"\b[0-9a-f]{64}\b", lambda m: m.group(0)[:12] + "…", text)
