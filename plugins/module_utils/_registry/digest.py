@@ -81,8 +81,8 @@ def verify(data, expected, what):
     return actual
 
 
-def hash_stream(handle, algorithm="sha256"):
-    """(digest, size) of what is left to read in a binary file object."""
+def hash_stream(handle, algorithm="sha256", out=None):
+    """(digest, size) of what is left to read in a binary file object; ``out``: also write it there."""
     hasher = hashlib.new(algorithm)
     size = 0
     while True:
@@ -90,6 +90,8 @@ def hash_stream(handle, algorithm="sha256"):
         if not block:
             break
         hasher.update(block)
+        if out is not None:
+            out.write(block)
         size += len(block)
     return "%s:%s" % (algorithm, hasher.hexdigest()), size
 

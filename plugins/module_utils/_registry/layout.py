@@ -210,15 +210,7 @@ def _image_manifest(image, layers_mode, fmt):
                 size = _file_size(layer.path)
             files.append((layer, layer.diff_id, size))
             descs.append({"mediaType": OCI_LAYER, "digest": layer.diff_id, "size": size})
-        manifest = {
-            "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "config": {"mediaType": OCI_CONFIG, "digest": image.config_digest, "size": len(image.config)},
-            "layers": descs,
-        }
-        if md.get("annotations"):
-            manifest["annotations"] = md["annotations"]
-        return _json(manifest), OCI_MANIFEST, files
+        return _oci_manifest(image, descs, md), OCI_MANIFEST, files
 
     files = []
     for layer in image.layers:
@@ -234,15 +226,20 @@ def _image_manifest(image, layers_mode, fmt):
         if original.get("annotations"):
             desc["annotations"] = original["annotations"]
         descs.append(desc)
+    return _oci_manifest(image, descs, md), OCI_MANIFEST, files
+
+
+def _oci_manifest(image, layer_descriptors, md):
+    """The bytes of an OCI image manifest for ``image`` with these layers (and the annotations of ``md``)."""
     manifest = {
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
         "config": {"mediaType": OCI_CONFIG, "digest": image.config_digest, "size": len(image.config)},
-        "layers": descs,
+        "layers": layer_descriptors,
     }
     if md.get("annotations"):
         manifest["annotations"] = md["annotations"]
-    return _json(manifest), OCI_MANIFEST, files
+    return _json(manifest)
 
 
 def plan(images, format="docker-archive", layers="uncompressed", repo_tags=(), name=None, origin=None):

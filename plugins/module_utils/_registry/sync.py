@@ -37,13 +37,13 @@ __metaclass__ = type
 
 import errno
 import glob
-import hashlib
 import json
 import os
 import tarfile
 import tempfile
 import time
 
+from ansible_collections.hocker.registry.plugins.module_utils._registry.digest import hash_file, hash_stream
 from ansible_collections.hocker.registry.plugins.module_utils._registry.errors import (
     DigestMismatch, OfflineError, PlatformError, RegistryError)
 from ansible_collections.hocker.registry.plugins.module_utils._registry.manifest import (
@@ -60,7 +60,6 @@ STAGED_PREFIX = "hocker-blob-"
 BATCH_PREFIX = "hocker-batch-"
 STALE_AGE = 3600                    # seconds after which leftovers of interrupted runs are deleted
 MAX_INDEX_DEPTH = 4
-CHUNK = 1024 * 1024
 MARKERS = "verified.json"
 
 
@@ -455,7 +454,7 @@ class Receiver:
                 self.store.remove_blob(digest)
                 self._unmark(digest)
             with open(path, "rb") as handle:
-                actual, length = _hash_stream(handle, digest.split(":", 1)[0])
+                actual, length = hash_stream(handle, digest.split(":", 1)[0])
                 if length != size or actual != digest:
                     _unlink(path)
                     raise DigestMismatch("blob %s arrived damaged: %d bytes hashing to %s, expected %d bytes; "
@@ -487,7 +486,7 @@ class Receiver:
         try:
             with os.fdopen(fd, "wb") as out:
                 with open(path, "rb") as handle:
-                    actual, _length = _hash_stream(handle, digest.split(":", 1)[0], out)
+                    actual, _length = hash_stream(handle, digest.split(":", 1)[0], out)
                 out.flush()
                 os.fsync(out.fileno())
             if actual != digest:   # changed under us after the first check
@@ -508,7 +507,7 @@ class Receiver:
             fd, tmp = tempfile.mkstemp(dir=self.store.ingest_dir, prefix=".sync.", suffix=".tmp")
             try:
                 with os.fdopen(fd, "wb") as out:
-                    actual, length = _hash_stream(stream, digest.split(":", 1)[0], out)
+                    actual, length = hash_stream(stream, digest.split(":", 1)[0], out)
                     out.flush()
                     os.fsync(out.fileno())
                 if length != size or actual != digest:
@@ -623,23 +622,8 @@ def _unlink(path):
         pass
 
 
-def _hash_stream(handle, algorithm, out=None):
-    hasher = hashlib.new(algorithm)
-    length = 0
-    while True:
-        block = handle.read(CHUNK)
-        if not block:
-            break
-        hasher.update(block)
-        if out is not None:
-            out.write(block)
-        length += len(block)
-    return "%s:%s" % (algorithm, hasher.hexdigest()), length
-
-
 def _hash_file(path, algorithm):
-    with open(path, "rb") as handle:
-        return _hash_stream(handle, algorithm)[0]
+    return hash_file(path, algorithm)[0]
 
 
 # --------------------------------------------------------------------------------------------------- sending
