@@ -11,12 +11,10 @@ child, instead of through environment variables. The child speaks like a module 
 """
 import json
 import os
-import subprocess
 import sys
-import tempfile
 import time
 
-from testbed.modrun import PYROOT, ensure_pyroot
+from testbed.modrun import PYROOT, ensure_pyroot, run_json_child
 
 IMAGE_OPTIONS = ("dest", "format", "layers", "compression", "repo_tags", "max_workers", "force", "verify",
                  "follow", "max_inflation_ratio")
@@ -56,28 +54,10 @@ def run_image_job(args, placement="auto", inflater="auto", env=None, timeout=600
     """Run the job with module-style ``args`` in a child process; returns its JSON result plus ``rc``,
     ``stderr`` and ``stdout_raw`` (like ``modrun.run_module``)."""
     ensure_pyroot()
-    fd, path = tempfile.mkstemp(prefix="hocker-job-", suffix=".json")
-    with os.fdopen(fd, "w") as handle:
-        json.dump({"args": args, "job": {"placement": placement, "inflater": inflater}}, handle)
-    full_env = dict(os.environ)
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    full_env["PYTHONPATH"] = os.pathsep.join([PYROOT, here, full_env.get("PYTHONPATH", "")])
-    full_env.update(env or {})
-    try:
-        proc = subprocess.Popen([sys.executable, "-m", "testbed.jobrun", path], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, env=full_env, cwd=tempfile.gettempdir())
-        if popen_hook:
-            popen_hook(proc)
-        out, err = proc.communicate(timeout=timeout)
-    finally:
-        os.unlink(path)
-    text = out.decode("utf-8", "replace")
-    try:
-        result = json.loads(text)
-    except ValueError:
-        result = {"failed": True, "raw": text}
-    result.update(rc=proc.returncode, stderr=err.decode("utf-8", "replace"), stdout_raw=text)
-    return result
+    return run_json_child(lambda path: [sys.executable, "-m", "testbed.jobrun", path],
+                          {"args": args, "job": {"placement": placement, "inflater": inflater}}, "hocker-job-",
+                          [PYROOT, here], env, timeout, popen_hook)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,32 @@ def module_command(name, args_path, python=None, measure_rss=False):
     return [python or sys.executable, "-m", modname, args_path]
 
 
+def run_json_child(command, payload, prefix, pythonpath, env=None, timeout=600, popen_hook=None):
+    """Write ``payload`` to a JSON file, run ``command(path)`` on it with ``pythonpath`` first, and return what
+    the child printed as JSON (or {"failed": True, "raw": stdout}) plus ``rc``, ``stderr`` and ``stdout_raw``."""
+    fd, path = tempfile.mkstemp(prefix=prefix, suffix=".json")
+    with os.fdopen(fd, "w") as handle:
+        json.dump(payload, handle)
+    full_env = dict(os.environ)
+    full_env["PYTHONPATH"] = os.pathsep.join(list(pythonpath) + [full_env.get("PYTHONPATH", "")])
+    full_env.update(env or {})
+    try:
+        proc = subprocess.Popen(command(path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full_env,
+                                cwd=tempfile.gettempdir())
+        if popen_hook:
+            popen_hook(proc)
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        os.unlink(path)
+    text = out.decode("utf-8", "replace")
+    try:
+        result = json.loads(text)
+    except ValueError:
+        result = {"failed": True, "raw": text}
+    result.update(rc=proc.returncode, stderr=err.decode("utf-8", "replace"), stdout_raw=text)
+    return result
+
+
 def run_module(name, args, check=False, diff=False, env=None, timeout=600, python=None, popen_hook=None,
                measure_rss=False):
     """Run module ``name`` with ``args``; return its JSON result plus ``rc`` and ``stderr``.
@@ -56,28 +82,8 @@ def run_module(name, args, check=False, diff=False, env=None, timeout=600, pytho
     payload["_ansible_check_mode"] = bool(check)
     payload["_ansible_diff"] = bool(diff)
     payload.setdefault("_ansible_remote_tmp", tempfile.gettempdir())
-    fd, path = tempfile.mkstemp(prefix="hocker-args-", suffix=".json")
-    with os.fdopen(fd, "w") as handle:
-        json.dump({"ANSIBLE_MODULE_ARGS": payload}, handle)
-    full_env = dict(os.environ)
-    full_env["PYTHONPATH"] = PYROOT + os.pathsep + full_env.get("PYTHONPATH", "")
-    full_env.update(env or {})
-    try:
-        proc = subprocess.Popen(module_command(name, path, python, measure_rss), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                env=full_env, cwd=tempfile.gettempdir())
-        if popen_hook:
-            popen_hook(proc)
-        out, err = proc.communicate(timeout=timeout)
-    finally:
-        os.unlink(path)
-    text = out.decode("utf-8", "replace")
-    try:
-        result = json.loads(text)
-    except ValueError:
-        result = {"failed": True, "raw": text}
-    result["rc"] = proc.returncode
-    result["stderr"] = err.decode("utf-8", "replace")
-    result["stdout_raw"] = text
+    result = run_json_child(lambda path: module_command(name, path, python, measure_rss),
+                            {"ANSIBLE_MODULE_ARGS": payload}, "hocker-args-", [PYROOT], env, timeout, popen_hook)
     if measure_rss:
         marker = result["stderr"].rfind("HOCKER_MAXRSS_KB=")
         if marker >= 0:
