@@ -51,32 +51,16 @@ class ActionModule(ActionBase):
         result = super(ActionModule, self).run(tmp, task_vars)
         del tmp
         _validation, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
-        src = args["src"]
-        if not src and task_vars.get(DEFAULT_SRC_VAR):
-            src = os.path.expanduser(str(self._templar.template(task_vars[DEFAULT_SRC_VAR])))
-        result.update(src=src, dest=args["dest"], changed=False)
-        if not src:
-            result.update(failed=True, msg="src is required (the controller's store), unless the variable %s is "
-                                           "set" % DEFAULT_SRC_VAR)
+        planned = self._plan(args, task_vars, result)
+        if planned is None:
             return result
-        try:
-            store = BlobStore(src, create=False)
-            plan = sync.plan(store, args["images"], args["platforms"])
-        except RegistryError as exc:
-            result.update(failed=True, msg="src %s: %s" % (src, exc))
-            return result
-        except (OSError, IOError) as exc:
-            result.update(failed=True, msg="src %s: %s" % (src, exc))
-            return result
-        blobs = plan.blob_list()
-        result.update(images=plan.images, blobs=len(blobs))
-
+        store, plan = planned
         local_dir = None
         try:
             if self._connection._shell.tmpdir is None:
                 self._make_tmp_path()
             staging = self._connection._shell.tmpdir
-            common = dict(blobs=blobs, entries=plan.entries, staging=staging)
+            common = dict(blobs=plan.blob_list(), entries=plan.entries, staging=staging)
             mark = time.time()
             inspect = self._run_step(args["dest"], dict(common, step="inspect"), task_vars)
             durations = result["durations"] = {"inspect": round(time.time() - mark, 3)}
@@ -96,35 +80,10 @@ class ActionModule(ActionBase):
                 return result
 
             local_dir = tempfile.mkdtemp(dir=C.DEFAULT_LOCAL_TMP, prefix="hocker-sync-")
-            small = [d for d in missing if plan.blobs[d] < sync.SMALL_BLOB]
-            big = [d for d in missing if plan.blobs[d] >= sync.SMALL_BLOB]
-            sent_batches, sent_files, remote_paths = [], [], []
-            restore = self._uncompressed_transfers()
-            try:
-                for path, _group in sync.make_batches(store, small, plan.blobs, local_dir):
-                    name = os.path.basename(path)
-                    remote = self._connection._shell.join_path(staging, name)
-                    self._transfer_file(path, remote)
-                    os.unlink(path)
-                    sent_batches.append(name)
-                    remote_paths.append(remote)
-                for digest in big:
-                    remote = self._connection._shell.join_path(staging, sync.staged_name(digest))
-                    self._transfer_file(sync.source_path(store, digest, plan.blobs[digest]), remote)
-                    sent_files.append(digest)
-                    remote_paths.append(remote)
-            except (AnsibleError, RegistryError, OSError, IOError) as exc:
-                if restore is not None:
-                    self._connection.set_option("ssh_args", restore)
-                    restore = None
-                # keep what arrived in full (the next run sends the rest), then report the failure
-                self._keep_partial(args["dest"], common, sent_batches, sent_files, remote_paths, task_vars)
-                result.update(failed=True, transfers=len(remote_paths),
-                              msg="sending the blobs to %s failed: %s" % (args["dest"], exc))
+            sent = self._send(store, plan, missing, local_dir, args["dest"], common, task_vars, result)
+            if sent is None:
                 return result
-            finally:
-                if restore is not None:
-                    self._connection.set_option("ssh_args", restore)
+            sent_batches, sent_files, remote_paths = sent
             result["transfers"] = len(remote_paths)
             durations["transfer"] = round(time.time() - mark - durations["inspect"], 3)
             self._fixup_perms2([staging] + remote_paths, execute=False)
@@ -142,6 +101,62 @@ class ActionModule(ActionBase):
                 shutil.rmtree(local_dir, ignore_errors=True)
             self._remove_tmp_path(self._connection._shell.tmpdir)
             result["elapsed"] = round(time.time() - started, 3)
+
+    def _plan(self, args, task_vars, result):
+        """(store, plan) of what the host needs from the controller's store, or None with the failure in
+        ``result``."""
+        src = args["src"]
+        if not src and task_vars.get(DEFAULT_SRC_VAR):
+            src = os.path.expanduser(str(self._templar.template(task_vars[DEFAULT_SRC_VAR])))
+        result.update(src=src, dest=args["dest"], changed=False)
+        if not src:
+            result.update(failed=True, msg="src is required (the controller's store), unless the variable %s is "
+                                           "set" % DEFAULT_SRC_VAR)
+            return None
+        try:
+            store = BlobStore(src, create=False)
+            plan = sync.plan(store, args["images"], args["platforms"])
+        except (RegistryError, OSError, IOError) as exc:
+            result.update(failed=True, msg="src %s: %s" % (src, exc))
+            return None
+        result.update(images=plan.images, blobs=len(plan.blobs))
+        return store, plan
+
+    def _send(self, store, plan, missing, local_dir, dest, common, task_vars, result):
+        """Transfer the ``missing`` blobs into the staging directory (small ones batched into tars); returns
+        (batch names, big blob digests, remote paths), or None with the failure in ``result`` after keeping
+        on the host what arrived in full."""
+        staging = common["staging"]
+        small = [d for d in missing if plan.blobs[d] < sync.SMALL_BLOB]
+        big = [d for d in missing if plan.blobs[d] >= sync.SMALL_BLOB]
+        sent_batches, sent_files, remote_paths = [], [], []
+        restore = self._uncompressed_transfers()
+        try:
+            for path, _group in sync.make_batches(store, small, plan.blobs, local_dir):
+                name = os.path.basename(path)
+                remote = self._connection._shell.join_path(staging, name)
+                self._transfer_file(path, remote)
+                os.unlink(path)
+                sent_batches.append(name)
+                remote_paths.append(remote)
+            for digest in big:
+                remote = self._connection._shell.join_path(staging, sync.staged_name(digest))
+                self._transfer_file(sync.source_path(store, digest, plan.blobs[digest]), remote)
+                sent_files.append(digest)
+                remote_paths.append(remote)
+        except (AnsibleError, RegistryError, OSError, IOError) as exc:
+            if restore is not None:
+                self._connection.set_option("ssh_args", restore)
+                restore = None
+            # keep what arrived in full (the next run sends the rest), then report the failure
+            self._keep_partial(dest, common, sent_batches, sent_files, remote_paths, task_vars)
+            result.update(failed=True, transfers=len(remote_paths),
+                          msg="sending the blobs to %s failed: %s" % (dest, exc))
+            return None
+        finally:
+            if restore is not None:
+                self._connection.set_option("ssh_args", restore)
+        return sent_batches, sent_files, remote_paths
 
     def _uncompressed_transfers(self):
         """Send the blobs without ssh compression over the ssh connection.
